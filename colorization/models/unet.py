@@ -1,0 +1,210 @@
+"""The U-Net colour-class colorizer behind `cls-afm`, `pixel-attn` and `seg`.
+
+One class; the thesis variants differ only by constructor flags:
+
+    cls-afm     output_stride=4                                   (ch. 1)
+    pixel-attn  output_stride=1, attention=True                   (ch. 2)
+    seg         output_stride=1, attention=True, num_seg_classes=81  (ch. 3)
+
+Data flow (strides relative to the input; w = base_width):
+
+    L -> enc0 (1, w) -> enc1 (2, 2w) -> enc2 (4, 4w) -> enc3 (8, 8w) -> bottleneck (16, 8w)
+    bottleneck -> global pool -> MLP -> context (N, 8w) -> "category" logits
+    bottleneck + broadcast context -> 1x1 fusion [-> intensive residual attention]
+    decoder stage at stride s (8, 4[, 2, 1]): upsample x2, concat with the AFF features
+        of all encoder levels at stride s [gated by attention] [and the segmentation
+        branch's features at stride s], DoubleConv
+    -> 1x1 conv -> "logits" (N, num_classes, H / output_stride, W / output_stride)
+
+The segmentation branch is a light decoder (one conv per stage, plain encoder skips)
+from the bottleneck to full resolution, with a 1x1 head -> "segmentation".
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from colorization.models.layers import (
+    AsymmetricFeatureFusion,
+    ConvBNReLU,
+    DoubleConv,
+    GlobalContextFusion,
+    IntensiveResidualAttention,
+    SkipAttentionGate,
+    normalize_lightness,
+    upsample2,
+)
+from colorization.models.registry import register_model
+
+NUM_LEVELS = 4  # encoder levels at strides 1, 2, 4, 8; the bottleneck is at stride 16
+INPUT_MULTIPLE = 2**NUM_LEVELS
+
+
+class DecoderStage(nn.Module):
+    """Upsample x2, [gate the skip], concatenate [x, skip, extra], DoubleConv to out_ch."""
+
+    def __init__(
+        self, in_ch: int, skip_ch: int, extra_ch: int, out_ch: int, attention: bool
+    ) -> None:
+        super().__init__()
+        self.gate = SkipAttentionGate(skip_ch, in_ch) if attention else None
+        self.conv = DoubleConv(in_ch + skip_ch + extra_ch, out_ch)
+
+    def forward(self, x: Tensor, skip: Tensor, extra: Tensor | None = None) -> Tensor:
+        x = upsample2(x)
+        if self.gate is not None:
+            skip = self.gate(skip, x)
+        parts = [x, skip] if extra is None else [x, skip, extra]
+        return self.conv(torch.cat(parts, dim=1))
+
+
+class SegmentationBranch(nn.Module):
+    """Light decoder: bottleneck (N, C, H/16, W/16) + encoder skips -> per-stride
+    features {stride: (N, widths[level], H/stride, W/stride)} and full-resolution
+    logits (N, num_seg_classes, H, W)."""
+
+    def __init__(
+        self, bottleneck_ch: int, enc_widths: list[int], widths: list[int], num_seg_classes: int
+    ) -> None:
+        super().__init__()
+        in_chs = [*widths[1:], bottleneck_ch]
+        self.stages = nn.ModuleList(
+            ConvBNReLU(in_chs[i] + enc_widths[i], widths[i]) for i in range(NUM_LEVELS)
+        )
+        self.head = nn.Conv2d(widths[0], num_seg_classes, 1)
+
+    def forward(self, bottleneck: Tensor, skips: list[Tensor]) -> tuple[list[Tensor], Tensor]:
+        x, features = bottleneck, [None] * NUM_LEVELS
+        for level in reversed(range(NUM_LEVELS)):
+            x = self.stages[level](torch.cat([upsample2(x), skips[level]], dim=1))
+            features[level] = x
+        return features, self.head(x)
+
+
+class UNetColorizer(nn.Module):
+    """U-Net predicting colour-class logits from L (see the module docstring).
+
+    forward(L): L (N, 1, H, W) CIE L* in [0, 100], H and W multiples of 16 (else
+    ValueError). Returns {"logits": (N, num_classes, H/s, W/s)} with s = output_stride,
+    plus "category" (N, num_categories) when num_categories > 0 and "segmentation"
+    (N, num_seg_classes, H, W) when num_seg_classes > 0.
+    """
+
+    output_kind = "classes"
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 313,
+        num_categories: int = 80,
+        base_width: int = 16,
+        output_stride: int = 4,
+        attention: bool = False,
+        num_attn_blocks: int = 2,
+        num_seg_classes: int = 0,
+    ) -> None:
+        super().__init__()
+        if output_stride not in (1, 2, 4, 8):
+            raise ValueError(f"output_stride must be 1, 2, 4 or 8, got {output_stride}")
+        self.config = dict(
+            num_classes=num_classes,
+            num_categories=num_categories,
+            base_width=base_width,
+            output_stride=output_stride,
+            attention=attention,
+            num_attn_blocks=num_attn_blocks,
+            num_seg_classes=num_seg_classes,
+        )
+        self.output_stride = output_stride
+        w = base_width
+        enc = [w * 2**i for i in range(NUM_LEVELS)]  # w, 2w, 4w, 8w
+        deep = enc[-1]
+
+        self.pool = nn.MaxPool2d(2)
+        self.encoder = nn.ModuleList(
+            DoubleConv(1 if i == 0 else enc[i - 1], enc[i]) for i in range(NUM_LEVELS)
+        )
+        self.bottleneck = DoubleConv(deep, deep)
+
+        self.context = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(deep, deep), nn.ReLU(inplace=True)
+        )
+        self.category_head = nn.Linear(deep, num_categories) if num_categories > 0 else None
+        self.context_fusion = GlobalContextFusion(deep, deep)
+        self.bottleneck_attention = (
+            IntensiveResidualAttention(deep, num_attn_blocks, growth=w) if attention else None
+        )
+
+        seg_widths = [w, w, 2 * w, 4 * w]
+        self.segmentation = (
+            SegmentationBranch(deep, enc, seg_widths, num_seg_classes)
+            if num_seg_classes > 0
+            else None
+        )
+        extra = seg_widths if num_seg_classes > 0 else [0] * NUM_LEVELS
+
+        # Decoder levels from deepest to the output level (stride 2**level).
+        self.levels = list(reversed(range(int(math.log2(output_stride)), NUM_LEVELS)))
+        self.fusions = nn.ModuleDict(
+            {str(i): AsymmetricFeatureFusion(enc, enc[i]) for i in self.levels}
+        )
+        in_chs = {i: enc[i + 1] if i + 1 < NUM_LEVELS else deep for i in self.levels}
+        self.decoder = nn.ModuleDict(
+            {
+                str(i): DecoderStage(in_chs[i], enc[i], extra[i], enc[i], attention)
+                for i in self.levels
+            }
+        )
+        self.head = nn.Conv2d(enc[self.levels[-1]], num_classes, 1)
+
+    def forward(self, L: Tensor) -> dict[str, Tensor]:
+        x = normalize_lightness(L, INPUT_MULTIPLE)
+        skips = []
+        for level, stage in enumerate(self.encoder):
+            x = stage(x if level == 0 else self.pool(x))
+            skips.append(x)
+        x = self.bottleneck(self.pool(x))
+
+        out: dict[str, Tensor] = {}
+        context = self.context(x)
+        if self.category_head is not None:
+            out["category"] = self.category_head(context)
+        x = self.context_fusion(x, context)
+        if self.bottleneck_attention is not None:
+            x = self.bottleneck_attention(x)
+
+        seg_features: list[Tensor | None] = [None] * NUM_LEVELS
+        if self.segmentation is not None:
+            seg_features, out["segmentation"] = self.segmentation(x, skips)
+
+        for level in self.levels:
+            skip = self.fusions[str(level)](skips, skips[level].shape[-2:])
+            x = self.decoder[str(level)](x, skip, seg_features[level])
+        out["logits"] = self.head(x)
+        return out
+
+
+# Factories: each fixes the variant's flags; any UNetColorizer keyword may be passed
+# (e.g. base_width=64 for the GPU-sized model) and overrides them.
+
+
+@register_model("cls-afm")
+def cls_afm(**kwargs: Any) -> UNetColorizer:
+    """Thesis ch. 1: classes at 1/4 resolution, AFF skips, category branch."""
+    return UNetColorizer(**{"output_stride": 4, "attention": False, **kwargs})
+
+
+@register_model("pixel-attn")
+def pixel_attn(**kwargs: Any) -> UNetColorizer:
+    """Thesis ch. 2: full-resolution classes, bottleneck and skip attention."""
+    return UNetColorizer(**{"output_stride": 1, "attention": True, **kwargs})
+
+
+@register_model("seg")
+def seg(**kwargs: Any) -> UNetColorizer:
+    """Thesis ch. 3 (main model): pixel-attn plus an 81-class segmentation branch."""
+    return UNetColorizer(**{"output_stride": 1, "attention": True, "num_seg_classes": 81, **kwargs})
