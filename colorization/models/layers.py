@@ -20,6 +20,21 @@ def resize_to(x: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+class PointwiseConv(nn.Conv2d):
+    """1x1 convolution (same parameters as nn.Conv2d(in_ch, out_ch, 1)) computed as one
+    matrix product over pixels. On CPU, oneDNN's 1x1 conv with an odd output width
+    (313 colour classes) is several times slower than the matmul."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__(in_ch, out_ch, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        pixels = x.permute(0, 2, 3, 1).reshape(-1, c)
+        y = torch.addmm(self.bias, pixels, self.weight.view(self.out_channels, c).t())
+        return y.view(n, h, w, -1).permute(0, 3, 1, 2)
+
+
 class ConvBNReLU(nn.Sequential):
     """k x k convolution (same padding, optional stride) -> BatchNorm -> ReLU."""
 
@@ -115,9 +130,9 @@ class AsymmetricFeatureFusion(nn.Module):
     scale, concatenated, then a 1x1 conv and a 3x3 conv.
 
     The 1x1 conv over the concatenation is computed as the sum of per-level 1x1
-    projections each resized afterwards; resizing (bilinear / average pooling) is linear
-    and per channel, so this is the same function, without building the wide
-    concatenation at full resolution.
+    projections; resizing (bilinear / average pooling) is linear and per channel, so it
+    commutes with them and each level is projected at the smaller of its own and the
+    target scale. Same function, without the wide concatenation at full resolution.
     """
 
     def __init__(self, in_channels: list[int], out_ch: int) -> None:
@@ -128,7 +143,10 @@ class AsymmetricFeatureFusion(nn.Module):
 
     def forward(self, features: list[Tensor], size: tuple[int, int]) -> Tensor:
         """features: one (N, C_i, H_i, W_i) per encoder level -> (N, out_ch, *size)."""
-        fused = sum(resize_to(p(f), size) for p, f in zip(self.project, features, strict=True))
+        fused = 0
+        for project, f in zip(self.project, features, strict=True):
+            shrink = f.shape[-2] * f.shape[-1] > size[0] * size[1]
+            fused = fused + (project(resize_to(f, size)) if shrink else resize_to(project(f), size))
         return self.conv(self.post(fused))
 
 

@@ -34,6 +34,7 @@ from colorization.models.layers import (
     DoubleConv,
     GlobalContextFusion,
     IntensiveResidualAttention,
+    PointwiseConv,
     SkipAttentionGate,
     normalize_lightness,
     upsample2,
@@ -75,7 +76,7 @@ class SegmentationBranch(nn.Module):
         self.stages = nn.ModuleList(
             ConvBNReLU(in_chs[i] + enc_widths[i], widths[i]) for i in range(NUM_LEVELS)
         )
-        self.head = nn.Conv2d(widths[0], num_seg_classes, 1)
+        self.head = PointwiseConv(widths[0], num_seg_classes)
 
     def forward(self, bottleneck: Tensor, skips: list[Tensor]) -> tuple[list[Tensor], Tensor]:
         x, features = bottleneck, [None] * NUM_LEVELS
@@ -159,7 +160,7 @@ class UNetColorizer(nn.Module):
                 for i in self.levels
             }
         )
-        self.head = nn.Conv2d(enc[self.levels[-1]], num_classes, 1)
+        self.head = PointwiseConv(enc[self.levels[-1]], num_classes)
 
     def forward(self, L: Tensor) -> dict[str, Tensor]:
         x = normalize_lightness(L, INPUT_MULTIPLE)

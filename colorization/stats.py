@@ -1,0 +1,47 @@
+"""ab-colour statistics of images: histograms over the cells of an :class:`AbGrid`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from colorization.abgrid import AbGrid
+from colorization.coco import category_masks
+from colorization.imageio import GREY_MODES, rgb_codes
+
+#: an image is treated as grey when at least this fraction of its pixels is in the neutral cell
+GREY_FRACTION = 0.995
+
+
+@dataclass
+class ImageStats:
+    """The ab histogram of one image (and per COCO category, when masks were given)."""
+
+    hist: np.ndarray  # (n_cells,) int64
+    n_pixels: int
+    grey: bool
+    categories: dict[int, np.ndarray] = field(default_factory=dict)  # category id -> (n_cells,)
+
+
+def image_stats(
+    im: Image.Image, grid: AbGrid, cell_lut: np.ndarray, annotations: tuple = ()
+) -> ImageStats:
+    """Histogram one decoded image. ``cell_lut`` is ``grid.rgb_cell_lut()`` (passed in so that
+    workers share one copy). Grey images (mode L, or nearly all pixels neutral) are flagged."""
+    cells = np.take(cell_lut, rgb_codes(im))
+    hist = np.bincount(cells, minlength=grid.n_cells).astype(np.int64)
+    neutral = grid.half * grid.side + grid.half
+    grey = im.mode in GREY_MODES or hist[neutral] >= GREY_FRACTION * cells.size
+    cats: dict[int, np.ndarray] = {}
+    if annotations:
+        masks = category_masks(annotations)
+        cells_2d = cells.reshape(im.size[1], im.size[0])
+        for cid, mask in masks.items():
+            if mask.shape != cells_2d.shape:
+                raise ValueError(
+                    f"mask {mask.shape[::-1]} does not match image {im.size} (category {cid})"
+                )
+            cats[cid] = np.bincount(cells_2d[mask], minlength=grid.n_cells).astype(np.int64)
+    return ImageStats(hist, int(cells.size), bool(grey), cats)

@@ -1,0 +1,86 @@
+"""The ``colorize`` command. Thin: each command builds a typed config and calls one function."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from colorization.tables import TableParams
+from pipeline.sources import StorageOptions
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+tables_app = typer.Typer(no_args_is_help=True, help="Colour-class tables from an image set.")
+app.add_typer(tables_app, name="tables")
+
+EndpointOpt = Annotated[
+    str | None,
+    typer.Option(help="S3-compatible endpoint URL (default: AWS_ENDPOINT_URL or AWS)"),
+]
+
+
+@tables_app.command("build")
+def tables_build(
+    sources: Annotated[list[str], typer.Argument(help="folders, globs, s3:// prefixes, COCO json")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output directory")],
+    grid: float = 10.0,
+    min_count: int = 1,
+    min_mass: float = 0.0,
+    sigma: float = 5.0,
+    lam: Annotated[float, typer.Option("--lambda", help="uniform mixing of the weights")] = 0.5,
+    shards: Annotated[int, typer.Option(help="0: automatic")] = 0,
+    categories: Annotated[bool, typer.Option(help="per-category histograms (COCO)")] = False,
+    skip_grey: bool = True,
+    images_dir: Annotated[str | None, typer.Option(help="images of a COCO json")] = None,
+    endpoint_url: EndpointOpt = None,
+    progress: bool = True,
+) -> None:
+    """Compute ab statistics with Ray tasks and write the colour-class table."""
+    from pipeline.tables_stage import TablesConfig, build_tables
+
+    params = TableParams(grid=grid, min_count=min_count, min_mass=min_mass, sigma=sigma, lam=lam)
+    cfg = TablesConfig(
+        sources=list(sources),
+        out=str(out),
+        params=params,
+        shards=shards,
+        categories=categories,
+        skip_grey=skip_grey,
+        images_dir=images_dir,
+        storage=StorageOptions(endpoint_url=endpoint_url),
+        progress=progress,
+    )
+    report = build_tables(cfg)
+    summary = {k: v for k, v in report.items() if k != "failures"}
+    typer.echo(json.dumps(summary, indent=2))
+    for f in report["failures"][:20]:
+        typer.echo(f"failed: {f['uri']}: {f['error']}", err=True)
+    if report["n_failed"] > 20:
+        typer.echo(f"... {report['n_failed'] - 20} more in {out / 'report.json'}", err=True)
+
+
+@tables_app.command("show")
+def tables_show(
+    directory: Annotated[Path, typer.Argument(help="a tables directory or a classes.parquet")],
+    png: Annotated[Path | None, typer.Option(help="where to write the ab-plane picture")] = None,
+) -> None:
+    """Print a table's summary and write the ab-plane picture (prior and weights)."""
+    from pipeline.tables_stage import show_table
+
+    typer.echo(show_table(directory, png))
+
+
+@app.command("demo")
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("demo-out"),
+) -> None:
+    """The main job on its embedded default: sample photos, local Ray, local files."""
+    from pipeline.demo import run_demo
+
+    typer.echo(run_demo(out))
+
+
+if __name__ == "__main__":
+    app()

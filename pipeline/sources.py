@@ -1,0 +1,190 @@
+"""Listing and reading inputs: local folders and globs, ``s3://`` prefixes, COCO annotation
+files and manifests (parquet or CSV with a column of URIs).
+
+Every stage lists its inputs as :class:`Item` records and reads bytes with :func:`read_bytes`,
+so local paths and object storage behave the same. Object storage goes through boto3 with
+the standard AWS variables and profiles; ``endpoint_url`` (or ``AWS_ENDPOINT_URL``) points it
+at any S3-compatible store. Transient errors are retried with exponential backoff by botocore.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".jp2", ".ppm", ".pgm"}
+)
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """How to reach object storage (None: boto3's own resolution of env vars and profiles)."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    max_attempts: int = 8
+
+    def resolved_endpoint(self) -> str | None:
+        return (
+            self.endpoint_url
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL")
+        )
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input: where it is, its key relative to the source root, optional annotations."""
+
+    uri: str
+    key: str
+    image_id: int | None = None
+    annotations: tuple[dict[str, Any], ...] = field(default=(), compare=False, hash=False)
+    labels: tuple[int, ...] = ()
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> ``(bucket, key)``."""
+    rest = uri[len("s3://") :]
+    bucket, _, key = rest.partition("/")
+    if not bucket:
+        raise ValueError(f"no bucket in {uri!r}")
+    return bucket, key
+
+
+@functools.lru_cache(maxsize=8)
+def s3_client(storage: StorageOptions = StorageOptions()):
+    """A boto3 S3 client (cached per process and options)."""
+    session = boto3.session.Session(profile_name=storage.profile, region_name=storage.region)
+    cfg = Config(
+        retries={"max_attempts": storage.max_attempts, "mode": "adaptive"},
+        connect_timeout=10,
+        read_timeout=60,
+    )
+    return session.client("s3", endpoint_url=storage.resolved_endpoint(), config=cfg)
+
+
+def read_bytes(uri: str, storage: StorageOptions = StorageOptions()) -> bytes:
+    """The bytes of a local file or an S3 object."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        return s3_client(storage).get_object(Bucket=bucket, Key=key)["Body"].read()
+    with open(uri, "rb") as f:
+        return f.read()
+
+
+def _visible(rel: str) -> bool:
+    return not any(part.startswith(".") for part in Path(rel).parts)
+
+
+def _list_s3(uri: str, storage: StorageOptions) -> Iterator[Item]:
+    bucket, prefix = split_s3(uri)
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    pages = s3_client(storage).get_paginator("list_objects_v2")
+    for page in pages.paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            key = obj["Key"]
+            rel = key[len(prefix) :]
+            if key.endswith("/") or not _visible(rel):
+                continue
+            yield Item(f"s3://{bucket}/{key}", rel)
+
+
+def _list_folder(root: Path) -> Iterator[Item]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            path = Path(dirpath) / name
+            yield Item(str(path), path.relative_to(root).as_posix())
+
+
+def _list_glob(pattern: str) -> Iterator[Item]:
+    base = Path(glob.escape(pattern.split("*")[0].split("?")[0].split("[")[0])).parent
+    for p in sorted(glob.glob(pattern, recursive=True)):
+        if os.path.isfile(p):
+            rel = os.path.relpath(p, base) if str(base) else p
+            yield Item(p, Path(rel).as_posix())
+
+
+def coco_images_dir(ann_path: Path) -> Path:
+    """Where the images of ``.../annotations/instances_<split>.json`` are: ``.../<split>``."""
+    split = ann_path.stem.split("_", 1)[-1]
+    for cand in (ann_path.parent.parent / split, ann_path.parent / split, ann_path.parent):
+        if cand.is_dir():
+            return cand
+    raise FileNotFoundError(f"no image folder {split!r} beside {ann_path}")
+
+
+def _list_coco(ann_path: Path, images_dir: Path | None) -> Iterator[Item]:
+    with open(ann_path) as f:
+        coco = json.load(f)
+    images_dir = images_dir or coco_images_dir(ann_path)
+    anns: dict[int, list[dict]] = {}
+    for ann in coco.get("annotations", []):
+        anns.setdefault(ann["image_id"], []).append(
+            {
+                "category_id": ann["category_id"],
+                "segmentation": ann["segmentation"],
+                "iscrowd": ann.get("iscrowd", 0),
+            }
+        )
+    for img in sorted(coco["images"], key=lambda r: r["file_name"]):
+        image_anns = anns.get(img["id"], [])
+        labels = tuple(sorted({a["category_id"] for a in image_anns}))
+        yield Item(
+            str(images_dir / img["file_name"]),
+            img["file_name"],
+            image_id=img["id"],
+            annotations=tuple(
+                dict(a, height=img["height"], width=img["width"]) for a in image_anns
+            ),
+            labels=labels,
+        )
+
+
+def coco_categories(ann_path: str | Path) -> dict[int, str]:
+    """``{category_id: name}`` of a COCO annotation file."""
+    with open(ann_path) as f:
+        return {c["id"]: c["name"] for c in json.load(f)["categories"]}
+
+
+def is_coco_annotation(src: str) -> bool:
+    return src.endswith(".json") and not is_s3(src) and os.path.isfile(src)
+
+
+def list_items(
+    src: str, storage: StorageOptions = StorageOptions(), images_dir: str | None = None
+) -> list[Item]:
+    """All inputs of one source, sorted by key. A folder lists every visible file (a file that
+    is not an image becomes an error row downstream, never a silent skip)."""
+    if is_s3(src):
+        items = list(_list_s3(src, storage))
+    elif is_coco_annotation(src):
+        items = list(_list_coco(Path(src), Path(images_dir) if images_dir else None))
+    elif any(ch in src for ch in "*?["):
+        items = list(_list_glob(src))
+    elif os.path.isdir(src):
+        items = list(_list_folder(Path(src)))
+    elif os.path.isfile(src):
+        items = [Item(src, Path(src).name)]
+    else:
+        raise FileNotFoundError(f"source not found: {src}")
+    return sorted(items, key=lambda it: it.key)

@@ -1,0 +1,228 @@
+"""Losses against hand-computed values and torch's reference implementations."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from colorization.losses import (
+    ColorizationLoss,
+    blurred_uv_loss,
+    category_loss,
+    gaussian_kernel1d,
+    rebalanced_cross_entropy,
+    segmentation_loss,
+)
+
+Q = 7
+
+
+def uniform_logits(n: int = 2, h: int = 3, w: int = 4) -> torch.Tensor:
+    return torch.zeros(n, Q, h, w, requires_grad=True)
+
+
+# --- rebalanced_cross_entropy ---------------------------------------------------------
+
+
+def test_uniform_logits_give_log_q() -> None:
+    target = torch.randint(0, Q, (2, 3, 4))
+    loss = rebalanced_cross_entropy(uniform_logits(), target, torch.ones(Q))
+    assert loss.item() == pytest.approx(math.log(Q))
+
+
+def test_weights_scale_each_pixel_by_its_target_class() -> None:
+    target = torch.zeros(2, 3, 4, dtype=torch.long)
+    target[1] = 1  # half the pixels class 0 (weight 1), half class 1 (weight 3)
+    weights = torch.ones(Q)
+    weights[1] = 3.0
+    loss = rebalanced_cross_entropy(uniform_logits(), target, weights)
+    assert loss.item() == pytest.approx(2 * math.log(Q))
+
+
+def test_soft_targets_weighted_by_argmax_class() -> None:
+    soft = torch.softmax(torch.randn(2, Q, 3, 4), dim=1)
+    weights = torch.arange(1.0, Q + 1)
+    expected = weights[soft.argmax(1)].mean() * math.log(Q)  # uniform logits: CE = log Q
+    loss = rebalanced_cross_entropy(uniform_logits(), soft, weights)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_matches_torch_cross_entropy_and_soft_one_hot() -> None:
+    logits = torch.randn(2, Q, 5, 6)
+    target = torch.randint(0, Q, (2, 5, 6))
+    reference = F.cross_entropy(logits, target)
+    hard = rebalanced_cross_entropy(logits, target, torch.ones(Q))
+    soft = rebalanced_cross_entropy(
+        logits, F.one_hot(target, Q).permute(0, 3, 1, 2).float(), torch.ones(Q)
+    )
+    assert hard.item() == pytest.approx(reference.item(), rel=1e-5)
+    assert soft.item() == pytest.approx(reference.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_gradient_matches_finite_differences(soft: bool) -> None:
+    logits = torch.randn(2, Q, 3, 3, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(-1, Q, (2, 3, 3))
+    if soft:
+        target = torch.softmax(torch.randn(2, Q, 3, 3, dtype=torch.float64), dim=1)
+    weights = torch.rand(Q, dtype=torch.float64) + 0.5
+    assert torch.autograd.gradcheck(
+        lambda x: rebalanced_cross_entropy(x, target, weights), (logits,)
+    )
+
+
+def test_ignore_index_and_valid_mask_exclude_pixels() -> None:
+    logits = torch.zeros(2, Q, 3, 4)
+    logits[0, 0] = 100.0  # image 0 is confidently class 0: huge loss where target != 0
+    target = torch.full((2, 3, 4), 2)
+    target[0] = -1
+    loss = rebalanced_cross_entropy(logits, target, torch.ones(Q))
+    assert loss.item() == pytest.approx(math.log(Q))
+    masked = rebalanced_cross_entropy(
+        logits, torch.full((2, 3, 4), 2), torch.ones(Q), valid=torch.tensor([False, True])
+    )
+    assert masked.item() == pytest.approx(math.log(Q))
+
+
+def test_nothing_valid_gives_zero_with_a_graph() -> None:
+    logits = uniform_logits()
+    loss = rebalanced_cross_entropy(logits, torch.full((2, 3, 4), -1), torch.ones(Q))
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+def test_rejects_target_of_another_size() -> None:
+    with pytest.raises(ValueError, match="differ in size"):
+        rebalanced_cross_entropy(
+            torch.zeros(1, Q, 4, 4), torch.zeros(1, 8, 8).long(), torch.ones(Q)
+        )
+
+
+# --- blurred_uv_loss ------------------------------------------------------------------
+
+
+def test_gaussian_kernels_are_normalised_and_symmetric() -> None:
+    for size in (3, 5):
+        k = gaussian_kernel1d(size)
+        assert k.sum().item() == pytest.approx(1.0)
+        assert torch.allclose(k, k.flip(0))
+
+
+def test_blurred_loss_of_identical_inputs_is_zero() -> None:
+    uv = torch.rand(2, 2, 16, 16, requires_grad=True)
+    loss = blurred_uv_loss(uv, uv.detach())
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.isfinite(uv.grad).all()
+
+
+def test_blurred_loss_of_constant_offset_is_its_length() -> None:
+    target = torch.rand(2, 2, 16, 16)
+    pred = target + torch.tensor([0.3, 0.4]).view(1, 2, 1, 1)
+    assert blurred_uv_loss(pred, target).item() == pytest.approx(0.5, rel=1e-5)
+
+
+def test_blurred_loss_valid_mask() -> None:
+    target = torch.zeros(2, 2, 8, 8)
+    pred = target.clone()
+    pred[0] += 0.5  # only image 0 is wrong; drop it
+    valid = torch.tensor([False, True])
+    assert blurred_uv_loss(pred, target, valid).item() == 0.0
+    assert blurred_uv_loss(pred, target).item() == pytest.approx(0.5 * math.sqrt(0.5))
+
+
+# --- category_loss ---------------------------------------------------------------------
+
+
+def test_single_label_skips_missing() -> None:
+    logits = torch.randn(4, 10)
+    labels = torch.tensor([3, -1, 7, -1])
+    expected = F.cross_entropy(logits[[0, 2]], labels[[0, 2]])
+    assert category_loss(logits, labels).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_multi_hot_skips_nan_rows_and_has_labels() -> None:
+    logits = torch.randn(3, 5)
+    labels = (torch.rand(3, 5) > 0.5).float()
+    labels[1] = float("nan")
+    expected = F.binary_cross_entropy_with_logits(logits[[0, 2]], labels[[0, 2]])
+    assert category_loss(logits, labels).item() == pytest.approx(expected.item(), rel=1e-6)
+    has = torch.tensor([True, True, False])
+    expected = F.binary_cross_entropy_with_logits(logits[[0]], labels[[0]])
+    assert category_loss(logits, labels, has).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "labels", [torch.full((3,), -1), torch.full((3, 5), float("nan"))], ids=["int", "multi-hot"]
+)
+def test_category_loss_without_labels_is_zero(labels: torch.Tensor) -> None:
+    logits = torch.randn(3, 5, requires_grad=True)
+    loss = category_loss(logits, labels)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+# --- segmentation_loss -----------------------------------------------------------------
+
+
+def test_segmentation_matches_torch_with_ignore_255() -> None:
+    logits = torch.randn(2, 5, 4, 4)
+    target = torch.randint(0, 5, (2, 4, 4))
+    target[0, :2] = 255
+    expected = F.cross_entropy(logits, target, ignore_index=255)
+    assert segmentation_loss(logits, target).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_segmentation_all_ignored_is_zero() -> None:
+    logits = torch.randn(2, 5, 4, 4, requires_grad=True)
+    loss = segmentation_loss(logits, torch.full((2, 4, 4), 255))
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+# --- ColorizationLoss ------------------------------------------------------------------
+
+
+def test_combined_loss_is_the_weighted_sum() -> None:
+    outputs = {
+        "logits": torch.randn(2, Q, 4, 4, requires_grad=True),
+        "category": torch.randn(2, 3, requires_grad=True),
+        "segmentation": torch.randn(2, 5, 8, 8, requires_grad=True),
+    }
+    targets = dict(
+        color_target=torch.randint(0, Q, (2, 4, 4)),
+        category_target=torch.tensor([[1.0, 0, 0], [float("nan")] * 3]),
+        segmentation_target=torch.randint(0, 5, (2, 8, 8)),
+    )
+    weights = torch.rand(Q) + 0.5
+    criterion = ColorizationLoss(
+        class_weights=weights, color_weight=1.0, category_weight=0.5, segmentation_weight=0.25
+    )
+    terms = criterion(outputs, **targets)
+    assert set(terms) == {"color", "category", "segmentation", "total"}
+    expected = terms["color"] + 0.5 * terms["category"] + 0.25 * terms["segmentation"]
+    assert terms["total"].item() == pytest.approx(expected.item())
+    assert terms["color"].item() == pytest.approx(
+        rebalanced_cross_entropy(outputs["logits"], targets["color_target"], weights).item()
+    )
+    terms["total"].backward()
+    assert all(v.grad is not None for v in outputs.values())
+
+
+def test_combined_loss_uv_and_missing_targets() -> None:
+    uv = torch.rand(2, 2, 8, 8, requires_grad=True)
+    terms = ColorizationLoss()({"uv": uv}, color_target=uv.detach())
+    assert set(terms) == {"color", "total"}
+    assert terms["total"].item() == 0.0
+    logits = {"logits": torch.zeros(1, Q, 2, 2), "category": torch.zeros(1, 3)}
+    terms = ColorizationLoss(category_weight=0.0)(
+        logits, color_target=torch.zeros(1, 2, 2).long(), category_target=torch.ones(1, 3)
+    )
+    assert set(terms) == {"color", "total"}
+    assert terms["total"].item() == pytest.approx(math.log(Q))

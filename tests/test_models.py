@@ -1,0 +1,105 @@
+"""Every registered model: output contract, gradients, size, rebuild from config."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from colorization.models import create_model, list_models, register_model
+
+EXPECTED_MODELS = {"colornet", "cls-afm", "pixel-attn", "seg"}
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def expected_shapes(name: str, n: int, size: int) -> dict[str, tuple[int, ...]]:
+    if name == "colornet":
+        return {"uv": (n, 2, size, size)}
+    hq = size // 4 if name == "cls-afm" else size
+    shapes = {"logits": (n, 313, hq, hq), "category": (n, 80)}
+    if name == "seg":
+        shapes["segmentation"] = (n, 81, size, size)
+    return shapes
+
+
+def test_registry_lists_the_four_variants() -> None:
+    assert set(list_models()) == EXPECTED_MODELS
+
+
+def test_unknown_model_error_lists_known_names() -> None:
+    with pytest.raises(KeyError) as excinfo:
+        create_model("nope")
+    message = str(excinfo.value)
+    assert "nope" in message
+    assert all(name in message for name in EXPECTED_MODELS)
+
+
+def test_register_model_rejects_a_duplicate_name() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("seg")(lambda: torch.nn.Identity())
+
+
+@pytest.mark.parametrize("size", [64, 96])
+@pytest.mark.parametrize("name", sorted(EXPECTED_MODELS))
+def test_forward_backward(name: str, size: int, record_property) -> None:
+    torch.manual_seed(0)
+    model = create_model(name)
+    L = torch.rand(2, 1, size, size) * 100
+    out = model(L)
+
+    assert {k: tuple(v.shape) for k, v in out.items()} == expected_shapes(name, 2, size)
+    if name == "colornet":
+        assert out["uv"].min() >= 0 and out["uv"].max() <= 1
+    sum(v.square().mean() for v in out.values()).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{pname} got no gradient"
+        assert torch.isfinite(p.grad).all(), f"{pname} has a non-finite gradient"
+    record_property("params", n_params(model))
+    print(f"{name}: {n_params(model):,d} parameters")
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_MODELS))
+def test_contract_attributes_and_rebuild_from_config(name: str) -> None:
+    model = create_model(name)
+    assert model.output_kind == ("uv" if name == "colornet" else "classes")
+    assert model.output_stride == (4 if name == "cls-afm" else 1)
+    assert model.variant == name
+    assert all(isinstance(v, (int, float, bool)) for v in model.config.values())
+    rebuilt = create_model(model.variant, **model.config)
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    assert rebuilt.config == model.config
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_MODELS))
+def test_gpu_sized_config_is_larger(name: str) -> None:
+    small, large = create_model(name), create_model(name, base_width=64)
+    assert large.config["base_width"] == 64
+    assert n_params(large) > 4 * n_params(small)
+
+
+def test_default_seg_is_cpu_sized() -> None:
+    assert 1_000_000 <= n_params(create_model("seg")) <= 4_000_000
+
+
+def test_category_head_can_be_disabled() -> None:
+    model = create_model("cls-afm", num_categories=0, num_classes=10).eval()
+    with torch.no_grad():
+        out = model(torch.full((1, 1, 32, 48), 50.0))
+    assert set(out) == {"logits"}
+    assert out["logits"].shape == (1, 10, 8, 12)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_MODELS))
+def test_rejects_sizes_not_multiple_of_16(name: str) -> None:
+    model = create_model(name)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        model(torch.zeros(1, 1, 40, 64))
+    with pytest.raises(ValueError, match=r"\(N, 1, H, W\)"):
+        model(torch.zeros(1, 3, 64, 64))
+
+
+def test_unknown_keyword_is_a_type_error() -> None:
+    with pytest.raises(TypeError):
+        create_model("seg", base_widht=32)
