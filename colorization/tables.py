@@ -44,6 +44,8 @@ COLUMNS = {
     "prior_smoothed": pa.float64(),
     "weight": pa.float64(),
 }
+#: extent of the encoding tables: all of the usual Lab ab range, still < 2**16 cells at step 1
+FINE_AB_MAX = 127.0
 DecodeMode = Literal["annealed", "mean", "mode"]
 
 
@@ -157,7 +159,7 @@ class ColorTable:
     @property
     def fine_grid(self) -> AbGrid:
         """The grid of the encoding tables (``soft_step`` ab units, 1 by default)."""
-        return AbGrid(self.params.soft_step, self.params.ab_max, centred=False)
+        return AbGrid(self.params.soft_step, FINE_AB_MAX, centred=False)
 
     @functools.cached_property
     def fine_to_class(self) -> np.ndarray:

@@ -1,0 +1,68 @@
+"""Metrics against scikit-image and hand-computed reference values."""
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from colorization.metrics import colorfulness, psnr, ssim
+from tests.shared_paths import SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def photo_pair() -> tuple[np.ndarray, np.ndarray]:
+    files = sorted((SHARED_DATA / "coco-tiny" / "val2017").glob("*.jpg"))
+    if not files:
+        pytest.skip("../shared/data/coco-tiny is missing")
+    a = np.asarray(Image.open(files[0]).convert("RGB"))
+    grey = np.asarray(Image.fromarray(a).convert("L").convert("RGB"))
+    return a, grey
+
+
+def test_psnr_reference_values(photo_pair):
+    a, b = photo_pair
+    assert psnr(a, b) == pytest.approx(peak_signal_noise_ratio(a, b, data_range=255), abs=1e-9)
+    x = np.zeros((4, 4, 3), np.uint8)
+    y = x.copy()
+    y[0, 0, 0] = 255  # MSE = 255^2 / 48
+    assert psnr(x, y) == pytest.approx(10 * np.log10(48), abs=1e-9)
+    assert psnr(x, x) == float("inf")
+
+
+@pytest.mark.parametrize("gaussian", [False, True])
+def test_ssim_matches_skimage(photo_pair, gaussian):
+    a, b = photo_pair
+    ref = structural_similarity(
+        a, b, channel_axis=2, data_range=255, gaussian_weights=gaussian, use_sample_covariance=True
+    )
+    assert ssim(a, b, gaussian_weights=gaussian) == pytest.approx(ref, abs=1e-3)
+    assert ssim(a, a) == pytest.approx(1.0)
+
+
+def test_ssim_rejects_mismatch():
+    with pytest.raises(ValueError):
+        ssim(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 9, 3), np.uint8))
+    with pytest.raises(TypeError):
+        ssim(np.zeros((8, 8, 3)), np.zeros((8, 8, 3)))
+
+
+def test_colorfulness_reference_values():
+    red = np.zeros((8, 8, 3), np.uint8)
+    red[..., 0] = 255  # rg = 255, yb = 127.5, no spread
+    expected = 0.3 * np.hypot(255, 127.5)
+    assert colorfulness(red, "abs") == pytest.approx(expected)
+    assert colorfulness(red, "signed") == pytest.approx(expected)
+    grey = np.full((8, 8, 3), 128, np.uint8)
+    assert colorfulness(grey) == 0.0
+    half = np.zeros((2, 2, 3), np.uint8)  # half red, half green: signed means cancel
+    half[0, :, 0] = 255
+    half[1, :, 1] = 255
+    # rg = +-255 (std 255, mean 0 signed / 255 abs); yb = 127.5 everywhere
+    assert colorfulness(half, "signed") == pytest.approx(255 + 0.3 * 127.5)
+    assert colorfulness(half, "abs") == pytest.approx(0 + 0.3 * np.hypot(255, 127.5))
+
+
+def test_colorfulness_of_photo_is_in_the_usual_range(photo_pair):
+    a, grey = photo_pair
+    assert 5 < colorfulness(a) < 150
+    assert colorfulness(grey) < 1.0
