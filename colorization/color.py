@@ -184,3 +184,16 @@ def unit_to_uv_t(unit: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`uv_to_unit_t`."""
     scale = torch.tensor([U_MAX, V_MAX], dtype=unit.dtype, device=unit.device)[:, None, None]
     return (unit * 2.0 - 1.0) * scale
+
+
+#: an image is grey when fewer than this fraction of its pixels have |a| or |b| >= 5
+#: (the neutral cell of the 10-grid): JPEG noise in grey photos stays far below that
+GREY_MAX_COLOUR_FRACTION = 0.01
+GREY_AB = 5.0
+
+
+def is_grey(rgb: np.ndarray, stride: int = 2) -> bool:
+    """Whether a uint8 RGB image ``(H, W, 3)`` is grey (Zhang et al. skip such ground truth)."""
+    ab = rgb_to_lab(np.asarray(rgb)[::stride, ::stride])[..., 1:]
+    coloured = (np.abs(ab) >= GREY_AB).any(axis=-1).mean()
+    return bool(coloured < GREY_MAX_COLOUR_FRACTION)

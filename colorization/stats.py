@@ -9,10 +9,8 @@ from PIL import Image
 
 from colorization.abgrid import AbGrid
 from colorization.coco import category_masks
+from colorization.color import GREY_AB, GREY_MAX_COLOUR_FRACTION
 from colorization.imageio import GREY_MODES, rgb_codes
-
-#: an image is treated as grey when at least this fraction of its pixels is in the neutral cell
-GREY_FRACTION = 0.995
 
 
 @dataclass
@@ -29,11 +27,15 @@ def image_stats(
     im: Image.Image, grid: AbGrid, cell_lut: np.ndarray, annotations: tuple = ()
 ) -> ImageStats:
     """Histogram one decoded image. ``cell_lut`` is ``grid.rgb_cell_lut()`` (passed in so that
-    workers share one copy). Grey images (mode L, or nearly all pixels neutral) are flagged."""
+    workers share one copy). Grey images (grey modes; on the 10-grid, fewer than 1% of the
+    pixels outside the neutral cell, the test of :func:`colorization.color.is_grey`) are
+    flagged."""
     cells = np.take(cell_lut, rgb_codes(im))
     hist = np.bincount(cells, minlength=grid.n_cells).astype(np.int64)
     neutral = grid.half * grid.side + grid.half
-    grey = im.mode in GREY_MODES or hist[neutral] >= GREY_FRACTION * cells.size
+    grey = im.mode in GREY_MODES or (
+        grid.step == 2 * GREY_AB and hist[neutral] >= (1 - GREY_MAX_COLOUR_FRACTION) * cells.size
+    )
     cats: dict[int, np.ndarray] = {}
     if annotations:
         masks = category_masks(annotations)

@@ -117,26 +117,32 @@ def _list_folder(root: Path) -> Iterator[Item]:
 
 
 def _list_glob(pattern: str) -> Iterator[Item]:
-    base = Path(glob.escape(pattern.split("*")[0].split("?")[0].split("[")[0])).parent
+    base = os.path.dirname(pattern.split("*")[0].split("?")[0].split("[")[0])
     for p in sorted(glob.glob(pattern, recursive=True)):
         if os.path.isfile(p):
-            rel = os.path.relpath(p, base) if str(base) else p
-            yield Item(p, Path(rel).as_posix())
+            yield Item(p, Path(os.path.relpath(p, base or ".")).as_posix())
 
 
-def coco_images_dir(ann_path: Path) -> Path:
-    """Where the images of ``.../annotations/instances_<split>.json`` are: ``.../<split>``."""
+def coco_images_dir(ann_path: Path, first_file: str) -> Path:
+    """Where the images of ``.../annotations/instances_<split>.json`` are: the first of
+    ``.../<split>``, ``annotations/<split>``, ``annotations/`` that holds ``first_file``."""
     split = ann_path.stem.split("_", 1)[-1]
-    for cand in (ann_path.parent.parent / split, ann_path.parent / split, ann_path.parent):
-        if cand.is_dir():
+    cands = (ann_path.parent.parent / split, ann_path.parent / split, ann_path.parent)
+    for cand in cands:
+        if (cand / first_file).is_file():
             return cand
-    raise FileNotFoundError(f"no image folder {split!r} beside {ann_path}")
+    raise FileNotFoundError(
+        f"images of {ann_path} not found (looked for {first_file} in "
+        f"{', '.join(str(c) for c in cands)}); pass the folder with --images-dir"
+    )
 
 
 def _list_coco(ann_path: Path, images_dir: Path | None) -> Iterator[Item]:
     with open(ann_path) as f:
         coco = json.load(f)
-    images_dir = images_dir or coco_images_dir(ann_path)
+    if not coco["images"]:
+        return
+    images_dir = images_dir or coco_images_dir(ann_path, coco["images"][0]["file_name"])
     anns: dict[int, list[dict]] = {}
     for ann in coco.get("annotations", []):
         anns.setdefault(ann["image_id"], []).append(

@@ -164,7 +164,7 @@ def build_tables(cfg: TablesConfig) -> dict[str, Any]:
         report.update(num_classes=table.num_classes, fingerprint=table.fingerprint)
     write_histograms(out, grid, hist, cats, cfg)
     report["seconds"] = round(time.perf_counter() - t0, 3)
-    report["images_per_s"] = round(len(items) / report["seconds"], 2)
+    report["images_per_s"] = round(len(items) / max(report["seconds"], 1e-3), 2)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "config.yaml").write_text(yaml.safe_dump(_plain(asdict(cfg)), sort_keys=False))
     if report["n_ok"] == 0:

@@ -1,0 +1,172 @@
+"""Model checkpoints: weights as safetensors, everything else as JSON; untrusted input.
+
+A checkpoint directory holds
+- ``model.safetensors``: the weights, with the model name, its constructor arguments and the
+  colour-table fingerprint in the safetensors metadata;
+- ``classes.parquet``: the colour-class table the model predicts (class models only);
+- ``training_state.pt`` (optional): optimizer/scheduler state, read with ``weights_only=True``;
+- ``meta.json``: step, epoch, the run's configuration and last metrics.
+
+Loading never executes code from the file and never loads non-strictly: a mismatch in model
+name, table fingerprint, parameter names or shapes raises :class:`CheckpointError` naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from colorization.models import create_model
+from colorization.tables import ColorTable, TableFormatError
+
+FORMAT = "colorization.checkpoint/1"
+WEIGHTS = "model.safetensors"
+TABLE = "classes.parquet"
+STATE = "training_state.pt"
+META = "meta.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded as asked; the message says what does not match."""
+
+
+def save_checkpoint(
+    directory: str | Path,
+    model: nn.Module,
+    table: ColorTable | None,
+    training_state: dict[str, Any] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint directory (files written whole, then renamed)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    header = {
+        "format": FORMAT,
+        "model": model.variant,
+        "model_config": json.dumps(model.config),
+        "tables_fingerprint": table.fingerprint if table is not None else "",
+    }
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, d / (WEIGHTS + ".tmp"), metadata=header)
+    os.replace(d / (WEIGHTS + ".tmp"), d / WEIGHTS)
+    if table is not None:
+        table.save(d / TABLE)
+    if training_state is not None:
+        torch.save(training_state, d / (STATE + ".tmp"))
+        os.replace(d / (STATE + ".tmp"), d / STATE)
+    (d / META).write_text(json.dumps(dict(meta or {}, **header), indent=2, default=str))
+    return d
+
+
+def read_header(directory: str | Path) -> dict[str, str]:
+    """The safetensors metadata of a checkpoint (model name, config, table fingerprint)."""
+    path = Path(directory) / WEIGHTS
+    if not path.exists():
+        raise CheckpointError(f"{directory}: no {WEIGHTS} (not a checkpoint directory)")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: corrupt or not a safetensors file ({e})") from e
+    if header.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: format {header.get('format')!r}, expected {FORMAT!r}")
+    return header
+
+
+def load_model(
+    directory: str | Path,
+    expect_model: str | None = None,
+    expect_table: ColorTable | None = None,
+    map_location: str | torch.device = "cpu",
+) -> tuple[nn.Module, ColorTable | None]:
+    """Rebuild the model of a checkpoint and load its weights strictly; returns the model (in
+    eval mode) and its colour table (None for regression models)."""
+    d = Path(directory)
+    header = read_header(d)
+    name = header["model"]
+    if expect_model is not None and name != expect_model:
+        raise CheckpointError(f"{d}: holds model {name!r}, expected {expect_model!r}")
+    try:
+        config = json.loads(header["model_config"])
+        model = create_model(name, **config)
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{d}: cannot rebuild model {name!r}: {e}") from e
+    table = None
+    if header.get("tables_fingerprint"):
+        try:
+            table = ColorTable.load(d / TABLE)
+        except (FileNotFoundError, TableFormatError) as e:
+            raise CheckpointError(f"{d}: its colour table is missing or invalid: {e}") from e
+        if table.fingerprint != header["tables_fingerprint"]:
+            raise CheckpointError(
+                f"{d}: {TABLE} has fingerprint {table.fingerprint[:12]}, the weights were "
+                f"trained with {header['tables_fingerprint'][:12]}"
+            )
+    if expect_table is not None and header.get("tables_fingerprint") != expect_table.fingerprint:
+        raise CheckpointError(
+            f"{d}: trained with colour table {header.get('tables_fingerprint', '')[:12]}, "
+            f"expected {expect_table.fingerprint[:12]}"
+        )
+    try:
+        state = load_file(d / WEIGHTS, device=str(map_location))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{d / WEIGHTS}: corrupt weights ({e})") from e
+    load_state_strict(model, state, str(d))
+    return model.eval(), table
+
+
+def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """``load_state_dict(strict=True)`` with a message listing every mismatch."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(state))
+        if own[k].shape != state[k].shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+        if shapes:
+            parts.append("shape mismatch " + "; ".join(shapes[:5]))
+        raise CheckpointError(f"{where}: weights do not fit the model: " + ", ".join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+def load_training_state(directory: str | Path) -> dict[str, Any] | None:
+    path = Path(directory) / STATE
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad checkpoint
+        raise CheckpointError(f"{path}: unreadable training state ({e})") from e
+
+
+def read_meta(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / META
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def copy_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """Copy the inference files of a checkpoint (weights, table, meta) to ``dst``."""
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in (WEIGHTS, TABLE, META):
+        if (Path(src) / name).exists():
+            shutil.copyfile(Path(src) / name, dst / name)
+    return dst

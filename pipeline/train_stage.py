@@ -1,0 +1,346 @@
+"""Stage 2b: training on Ray Train (TorchTrainer; CPU workers here, N GPUs on a cluster).
+
+``train(cfg)`` -> TorchTrainer(train_loop_per_worker) -> each worker streams its share of the
+prepared shards, trains with DDP, and rank 0 reports checkpoints every ``checkpoint_every``
+steps (weights as safetensors, optimizer/scheduler state, step, config, table fingerprint).
+A killed worker restarts the group from the last checkpoint (FailureConfig); re-running the
+same command (same ``storage_path`` and ``name``) resumes a stopped run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from colorization import color
+from colorization.checkpoint import (
+    load_model,
+    load_state_strict,
+    load_training_state,
+    read_meta,
+    save_checkpoint,
+)
+from colorization.inference import colorize_batch, rgb_to_model_input
+from colorization.losses import ColorizationLoss
+from colorization.metrics import colorfulness, psnr, ssim
+from colorization.models import create_model
+from colorization.tables import ColorTable
+from pipeline.config import save_config
+from pipeline.prepare_stage import IGNORE, Sample, ShardStream, read_dataset_info
+
+
+@dataclass
+class ModelConfig:
+    name: str = "seg"
+    base_width: int = 16
+    kwargs: dict[str, Any] = field(default_factory=dict)  # any other constructor argument
+
+
+@dataclass
+class LossConfig:
+    color: float = 1.0
+    category: float = 0.1
+    segmentation: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; saved as ``config.yaml`` beside its checkpoints."""
+
+    data: str  # a prepared dataset (``colorize prepare``)
+    val_data: str | None = None  # a prepared dataset held out for validation
+    tables: str | None = None  # classes.parquet (or its directory): class models need it
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    crop: int = 96  # training crop side (multiple of 16), at most the prepared size
+    batch_size: int = 16  # per worker
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    steps: int = 1000
+    checkpoint_every: int = 100
+    log_every: int = 10
+    val_images: int = 32
+    temperature: float = 0.38
+    num_workers: int = 2
+    use_gpu: bool = False
+    amp: bool = True  # bfloat16 autocast on GPU
+    threads_per_worker: int = 1
+    storage_path: str = "runs"
+    name: str = "colorize"
+    max_failures: int = 3
+    seed: int = 0
+
+
+def _table_path(tables: str | None) -> Path | None:
+    if tables is None:
+        return None
+    p = Path(tables)
+    return p / "classes.parquet" if p.is_dir() else p
+
+
+def build_model(cfg: TrainConfig, table: ColorTable | None, n_labels: int) -> torch.nn.Module:
+    kwargs: dict[str, Any] = {"base_width": cfg.model.base_width, **cfg.model.kwargs}
+    if cfg.model.name != "colornet":
+        if table is None:
+            raise ValueError(f"model {cfg.model.name!r} predicts colour classes: set `tables`")
+        kwargs.setdefault("num_classes", table.num_classes)
+        kwargs.setdefault("num_categories", n_labels)
+    return create_model(cfg.model.name, **kwargs)
+
+
+# --- data -----------------------------------------------------------------------------------
+def _batches(stream: ShardStream, cfg: TrainConfig, n_labels: int) -> Iterator[dict]:
+    """Endless random-crop + flip batches from the worker's share of the shards."""
+    rng = np.random.default_rng((cfg.seed, stream.rank))
+    buf: list[Sample] = []
+    epoch = 0
+    while True:
+        n = 0
+        for s in stream.epoch(epoch):
+            buf.append(s)
+            n += 1
+            if len(buf) == cfg.batch_size:
+                yield collate(buf, cfg.crop, n_labels, rng)
+                buf = []
+        if n == 0:
+            raise ValueError(f"worker {stream.rank} got no training rows: too few row groups")
+        epoch += 1
+
+
+def collate(samples: list[Sample], crop: int, n_labels: int, rng: np.random.Generator) -> dict:
+    """Samples -> tensors: rgb (N,3,c,c) float, seg (N,c,c) long, labels (N,C), has_labels."""
+    rgbs, segs = [], []
+    for s in samples:
+        size = s.rgb.shape[0]
+        y, x = rng.integers(0, size - crop + 1, 2)
+        flip = rng.random() < 0.5
+        rgb = s.rgb[y : y + crop, x : x + crop]
+        seg = s.seg[y : y + crop, x : x + crop] if s.seg is not None else None
+        if flip:
+            rgb = rgb[:, ::-1]
+            seg = seg[:, ::-1] if seg is not None else None
+        rgbs.append(np.ascontiguousarray(rgb))
+        segs.append(np.full((crop, crop), IGNORE, np.uint8) if seg is None else seg)
+    labels = torch.zeros(len(samples), max(n_labels, 1))
+    for i, s in enumerate(samples):
+        labels[i, s.labels] = 1.0
+    return {
+        "rgb": torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).float() / 255.0,
+        "seg": torch.from_numpy(np.stack(segs).astype(np.int64)),
+        "labels": labels,
+        "has_labels": torch.tensor([bool(s.labels) for s in samples]),
+    }
+
+
+def color_target(model, table: ColorTable | None, rgb: torch.Tensor, ab: torch.Tensor):
+    """The colour target of a batch: class indices at the model's output stride, or UV."""
+    if model.output_kind == "uv":
+        return color.uv_to_unit_t(color.rgb_to_yuv_t(rgb)[:, 1:])
+    stride = model.output_stride
+    ab_s = F.avg_pool2d(ab, stride) if stride > 1 else ab
+    return table.encode_hard_t(ab_s)
+
+
+# --- validation -----------------------------------------------------------------------------
+def validate(model, table, val: ShardStream | None, cfg: TrainConfig, device) -> dict[str, float]:
+    """PSNR / SSIM / colourfulness (|rg|,|yb| form) on centre crops of held-out images."""
+    if val is None:
+        return {}
+    samples = []
+    for s in val.epoch(0, shuffle=False):
+        samples.append(s)
+        if len(samples) == cfg.val_images:
+            break
+    side = (min(val.size, 256) // 16) * 16
+    off = (val.size - side) // 2
+    rgb = torch.stack(
+        [torch.from_numpy(s.rgb[off : off + side, off : off + side].copy()) for s in samples]
+    )
+    rgb = rgb.permute(0, 3, 1, 2).float().div(255).to(device)
+    L, _ = rgb_to_model_input(rgb)
+    was_training = model.training
+    model.eval()
+    out = colorize_batch(model, L, table, cfg.temperature)
+    model.train(was_training)
+    pred = color.to_uint8(out.permute(0, 2, 3, 1).cpu().numpy())
+    true = (rgb.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    return {
+        "val_psnr": float(np.mean([psnr(p, t) for p, t in zip(pred, true, strict=True)])),
+        "val_ssim": float(np.mean([ssim(p, t) for p, t in zip(pred, true, strict=True)])),
+        "val_colorfulness": float(np.mean([colorfulness(p) for p in pred])),
+    }
+
+
+# --- the loop ---------------------------------------------------------------------------------
+def _lr_lambda(warmup: int, total: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(warmup, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return f
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point (one call per worker)."""
+    import ray.train
+    import ray.train.torch
+
+    cfg = _from_plain(config)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(cfg.threads_per_worker)
+    torch.manual_seed(cfg.seed + rank)
+    run_dir = Path(config["_run_dir"])
+    (run_dir / "pids").mkdir(parents=True, exist_ok=True)
+    (run_dir / "pids" / f"rank{rank}.pid").write_text(str(os.getpid()))
+
+    table = ColorTable.load(_table_path(cfg.tables)) if cfg.tables else None
+    n_labels = len(read_dataset_info(cfg.data)["labels"])
+    model = build_model(cfg, table, n_labels)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup_steps, cfg.steps))
+    step, restored = 0, None
+    ckpt = ray.train.get_checkpoint()
+    if ckpt:
+        with ckpt.as_directory() as d:
+            loaded, _ = load_model(d, expect_model=cfg.model.name, expect_table=table)
+            load_state_strict(model, loaded.state_dict(), d)
+            state = load_training_state(d)
+            if state is not None:
+                opt.load_state_dict(state["optimizer"])
+                sched.load_state_dict(state["scheduler"])
+                step = int(state["step"])
+            restored = step
+    model = ray.train.torch.prepare_model(model)
+    raw = model.module if hasattr(model, "module") else model
+    device = ray.train.torch.get_device()
+    weights = torch.tensor(table.weights, dtype=torch.float32) if table is not None else None
+    loss_fn = ColorizationLoss(
+        class_weights=weights,
+        color_weight=cfg.loss.color,
+        category_weight=cfg.loss.category,
+        segmentation_weight=cfg.loss.segmentation,
+    ).to(device)
+    batches = _batches(ShardStream(cfg.data, rank, world, cfg.seed), cfg, n_labels)
+    val = ShardStream(cfg.val_data) if (cfg.val_data and rank == 0) else None
+    amp = cfg.use_gpu and cfg.amp and torch.cuda.is_available()
+    sums: dict[str, float] = {}
+    t_last, n_last = time.perf_counter(), 0
+    if rank == 0:
+        _log(run_dir, {"event": "start", "step": step, "restored_from": restored, "world": world})
+    while step < cfg.steps:
+        b = next(batches)
+        rgb = b["rgb"].to(device)
+        L, ab = rgb_to_model_input(rgb)
+        target = color_target(raw, table, rgb, ab)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            out = model(L)
+            terms = loss_fn(
+                out,
+                color_target=target,
+                category_target=b["labels"].to(device),
+                segmentation_target=b["seg"].to(device),
+                has_labels=b["has_labels"].to(device),
+            )
+        opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        opt.step()
+        sched.step()
+        step += 1
+        n_last += rgb.shape[0]
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        last = step == cfg.steps
+        if step % cfg.log_every == 0 or step % cfg.checkpoint_every == 0 or last:
+            dt = time.perf_counter() - t_last
+            metrics = {f"loss_{k}": v / max(1, n_last // rgb.shape[0]) for k, v in sums.items()}
+            metrics.update(step=step, lr=sched.get_last_lr()[0], images_per_s=n_last * world / dt)
+            sums, t_last, n_last = {}, time.perf_counter(), 0
+            checkpoint = None
+            if step % cfg.checkpoint_every == 0 or last:
+                if rank == 0:
+                    metrics.update(validate(raw, table, val, cfg, device))
+                    checkpoint = _checkpoint(raw, table, opt, sched, step, config, metrics)
+            if rank == 0:
+                _log(run_dir, metrics)
+                print(json.dumps({k: round(v, 4) for k, v in metrics.items()}), flush=True)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _checkpoint(model, table, opt, sched, step, config, metrics):
+    import ray.train
+
+    d = tempfile.mkdtemp(prefix="ckpt-")
+    state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step}
+    meta = {"step": step, "config": config, "metrics": metrics}
+    save_checkpoint(d, model, table, state, meta)
+    return ray.train.Checkpoint.from_directory(d)
+
+
+def _log(run_dir: Path, record: dict) -> None:
+    with open(run_dir / "progress.jsonl", "a") as f:
+        f.write(json.dumps(dict(record, time=time.time())) + "\n")
+
+
+def _from_plain(d: dict[str, Any]) -> TrainConfig:
+    from pipeline.config import from_dict
+
+    return from_dict(TrainConfig, {k: v for k, v in d.items() if not k.startswith("_")})
+
+
+# --- the driver -------------------------------------------------------------------------------
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint with the highest step under a run directory (for resuming)."""
+    best, best_step = None, -1
+    for meta in run_dir.glob("checkpoint_*/meta.json"):
+        step = read_meta(meta.parent).get("step", -1)
+        if step > best_step:
+            best, best_step = meta.parent, step
+    return best
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run (or resume) a training run; returns the final metrics and checkpoint path."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    storage = Path(cfg.storage_path).resolve()
+    run_dir = storage / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    ray.init(ignore_reinit_error=True, include_dashboard=False)
+    resume = latest_checkpoint(run_dir)
+    config = dict(asdict(cfg), _run_dir=str(run_dir))
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.num_workers,
+            use_gpu=cfg.use_gpu,
+            resources_per_worker={"CPU": cfg.threads_per_worker} if not cfg.use_gpu else None,
+        ),
+        run_config=ray.train.RunConfig(
+            name=cfg.name,
+            storage_path=str(storage),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=3),
+        ),
+        resume_from_checkpoint=ray.train.Checkpoint(str(resume)) if resume else None,
+    )
+    result = trainer.fit()
+    ckpt = result.checkpoint.path if result.checkpoint else None
+    return {"metrics": result.metrics, "checkpoint": ckpt, "run_dir": str(run_dir)}
