@@ -127,7 +127,8 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
     ctx.enable_progress_bars = False
 
     def fn(batch: dict[str, np.ndarray]) -> dict[str, list]:
-        rows = [dict(zip(batch.keys(), vals, strict=True)) for vals in zip(*batch.values())]
+        cols = list(batch.values())
+        rows = [dict(zip(batch.keys(), vals, strict=True)) for vals in zip(*cols, strict=True)]
         outs = [prepare_item(r, cfg.size, cfg.max_pixels, cfg.storage) for r in rows]
         return {k: [o[k] for o in outs] for k in outs[0]}
 

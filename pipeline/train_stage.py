@@ -270,10 +270,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             metrics.update(step=step, lr=sched.get_last_lr()[0], images_per_s=n_last * world / dt)
             sums, t_last, n_last = {}, time.perf_counter(), 0
             checkpoint = None
-            if step % cfg.checkpoint_every == 0 or last:
-                if rank == 0:
-                    metrics.update(validate(raw, table, val, cfg, device))
-                    checkpoint = _checkpoint(raw, table, opt, sched, step, config, metrics)
+            if (step % cfg.checkpoint_every == 0 or last) and rank == 0:
+                metrics.update(validate(raw, table, val, cfg, device))
+                checkpoint = _checkpoint(raw, table, opt, sched, step, config, metrics)
             if rank == 0:
                 _log(run_dir, metrics)
                 print(json.dumps({k: round(v, 4) for k, v in metrics.items()}), flush=True)
