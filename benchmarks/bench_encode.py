@@ -52,6 +52,36 @@ def emit(step: str, **fields) -> dict:
     return row
 
 
+def host_load(seconds: float = 1.0) -> dict:
+    """How busy the machine is while this script sleeps (Linux ``/proc``): the benchmarks need
+    a quiet machine, so every run records how quiet it was."""
+
+    def cpu_ticks() -> dict[str, int]:
+        ticks = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                text = stat.read_text()
+            except OSError:
+                continue
+            name = text[text.index("(") + 1 : text.rindex(")")]
+            fields = text[text.rindex(")") + 2 :].split()
+            ticks[f"{stat.parent.name} {name}"] = int(fields[11]) + int(fields[12])
+        return ticks
+
+    hz = os.sysconf("SC_CLK_TCK")
+    before = cpu_ticks()
+    time.sleep(seconds)
+    after = cpu_ticks()
+    use = sorted(
+        ((after[k] - before.get(k, after[k])) / hz / seconds, k.split(" ", 1)[1]) for k in after
+    )[::-1]
+    return {
+        "loadavg_1min": round(os.getloadavg()[0], 2),
+        "others_cpus_busy": round(sum(u for u, _ in use), 2),
+        "busiest": [f"{n} {u:.0%}" for u, n in use[:3] if u >= 0.05],
+    }
+
+
 def anchor_pixels(centres_path: Path, pixels: int, seed: int) -> np.ndarray:
     """``(pixels, 2)`` float64 ab, the same array the anchor draws for this seed."""
     centres = np.load(centres_path).astype(np.float64)
@@ -189,6 +219,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)  # numpy's gathers are single-threaded already
 
+    host = [emit("host_before", **host_load())]
     anchor = emit(
         "anchor",
         pixels=args.pixels,
@@ -225,6 +256,7 @@ def main() -> None:
         hard_agree_ok=bool(agree["hard_agree_fraction"] > 0.995),
     )
 
+    host.append(emit("host_after", **host_load()))
     verdict = "meets" if soft_ratio >= SOFT_RATIO_REQUIRED else "FAILS"
     print(
         f"\nencode, {args.pixels:,} pixels, one core (median of {args.repeat} runs; anchor "
@@ -242,7 +274,10 @@ def main() -> None:
         f"(disagreements within {agree['hard_disagree_max_tie_margin_ab']} ab of a tie); "
         f"soft same neighbours {agree['soft_same_neighbour_set_fraction']:.4%}, weight max abs "
         f"diff {agree['soft_weight_max_abs_diff_common']}, target L1 mean "
-        f"{agree['soft_target_l1_mean']} max {agree['soft_target_l1_max']}"
+        f"{agree['soft_target_l1_mean']} max {agree['soft_target_l1_max']}\n"
+        f"  host: other processes busy on {host[0]['others_cpus_busy']} / "
+        f"{host[1]['others_cpus_busy']} CPUs before / after (loadavg "
+        f"{host[0]['loadavg_1min']} / {host[1]['loadavg_1min']}); rerun if not near 0"
     )
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import shutil
 import statistics
 import tempfile
@@ -56,6 +57,36 @@ def emit(step: str, **fields) -> dict:
     return row
 
 
+def host_load(seconds: float = 1.0) -> dict:
+    """How busy the machine is while this script sleeps (Linux ``/proc``): the benchmarks need
+    a quiet machine, so every run records how quiet it was."""
+
+    def cpu_ticks() -> dict[str, int]:
+        ticks = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                text = stat.read_text()
+            except OSError:
+                continue
+            name = text[text.index("(") + 1 : text.rindex(")")]
+            fields = text[text.rindex(")") + 2 :].split()
+            ticks[f"{stat.parent.name} {name}"] = int(fields[11]) + int(fields[12])
+        return ticks
+
+    hz = os.sysconf("SC_CLK_TCK")
+    before = cpu_ticks()
+    time.sleep(seconds)
+    after = cpu_ticks()
+    use = sorted(
+        ((after[k] - before.get(k, after[k])) / hz / seconds, k.split(" ", 1)[1]) for k in after
+    )[::-1]
+    return {
+        "loadavg_1min": round(os.getloadavg()[0], 2),
+        "others_cpus_busy": round(sum(u for u, _ in use), 2),
+        "busiest": [f"{n} {u:.0%}" for u, n in use[:3] if u >= 0.05],
+    }
+
+
 def decode_rgb(path: str) -> int:
     """The baseline's unit of work: decode to an RGB array; returns the pixel count."""
     arr = np.asarray(Image.open(path).convert("RGB"))
@@ -78,16 +109,42 @@ def spin(n: int = 2_000_000) -> float:
     return time.perf_counter() - t
 
 
-def rounds(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:
-    """Wall seconds of every ``fns`` entry, run in turn ``repeat`` times (after one warm round)."""
+def tree_cpu_seconds() -> float:
+    """CPU seconds (user + system) used so far by this process and all its descendants that
+    are alive (the pool's workers; Ray's GCS, raylet and workers), from ``/proc``."""
+    stats = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        stats[int(stat.parent.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    tree, frontier = {os.getpid()}, [os.getpid()]
+    while frontier:
+        parent = frontier.pop()
+        kids = [pid for pid, (ppid, _) in stats.items() if ppid == parent and pid not in tree]
+        tree.update(kids)
+        frontier += kids
+    return sum(stats[pid][1] for pid in tree if pid in stats) / os.sysconf("SC_CLK_TCK")
+
+
+def rounds(
+    fns: dict[str, Callable[[], object]], repeat: int
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Wall seconds of every ``fns`` entry, run in turn ``repeat`` times (after one warm round),
+    and the CPU seconds each used in all rounds together (this process tree, all cores):
+    CPU time hardly depends on what else the host runs, wall time does."""
     runs: dict[str, list[float]] = {name: [] for name in fns}
+    cpu = dict.fromkeys(fns, 0.0)
     for r in range(repeat + 1):
         for name, fn in fns.items():
-            t = time.perf_counter()
+            c, t = tree_cpu_seconds(), time.perf_counter()
             fn()
             if r > 0:
                 runs[name].append(round(time.perf_counter() - t, 4))
-    return runs
+                cpu[name] += tree_cpu_seconds() - c
+    return runs, cpu
 
 
 def effective_cores(pool, procs: int) -> float:
@@ -134,7 +191,7 @@ def one_core(items, repeat: int) -> tuple[dict, dict]:
     files = [it.uri for it in items]
     storage = StorageOptions()
     parts: list[dict[str, float]] = []
-    runs = rounds(
+    runs, _ = rounds(
         {
             "histogram_shard": lambda: histogram_shard(
                 items, grid, lut, False, True, DEFAULT_MAX_PIXELS, storage
@@ -180,9 +237,12 @@ def parallel(sources: list[str], files: list[str], procs: int, repeat: int, warm
             warm_dir.mkdir()
             for f in files[:warm]:
                 shutil.copy(f, warm_dir)
+            small = []  # the second one is about the job's fixed cost
             for i in range(2):  # starts and warms every worker (imports, the LUT)
+                t = time.perf_counter()
                 build_tables(TablesConfig([str(warm_dir)], str(tmp / f"w{i}"), progress=False))
-            runs = rounds(
+                small.append(round(time.perf_counter() - t, 3))
+            runs, cpu = rounds(
                 {
                     "decode_rgb": lambda: pool.map(decode_rgb, files, chunksize=4),
                     "decode_load": lambda: pool.map(decode_load, files, chunksize=4),
@@ -194,14 +254,20 @@ def parallel(sources: list[str], files: list[str], procs: int, repeat: int, warm
             ray.shutdown()
             shutil.rmtree(tmp, ignore_errors=True)
         cores_after = effective_cores(pool, procs)
+    n = len(files)
     out = {
-        k: {"images_per_s": round(len(files) / statistics.median(v), 1), "seconds": v}
+        k: {
+            "images_per_s": round(n / statistics.median(v), 1),
+            "seconds": v,
+            "cpu_ms_per_image": round(1e3 * cpu[k] / (n * repeat), 3),
+        }
         for k, v in runs.items()
     }
     rep = reports[-1]
     keys = ("n_listed", "n_ok", "n_grey_skipped", "n_failed", "shards", "num_classes")
     out["job"].update({k: rep.get(k) for k in keys})
     out["job"]["report_seconds"] = [r["seconds"] for r in reports[1:]]
+    out["job"]["warmup_seconds"] = {f"{warm}_images": small}
     out["effective_cores"] = [cores_before, cores_after]
     return out
 
@@ -219,6 +285,7 @@ def main() -> None:
     if not files:
         raise SystemExit(f"no files in {args.sources}")
     n_bytes = sum(len(read_bytes(f)) for f in files)  # every run reads from the page cache
+    host = [emit("host_before", **host_load())]
     emit("inputs", sources=args.sources, n_files=len(files), mbytes=round(n_bytes / 1e6, 1))
 
     serial, split = one_core(items, args.repeat)
@@ -237,9 +304,16 @@ def main() -> None:
     rgb_ms = serial["decode_rgb"]["ms_per_image"]
     # what the job would do if Ray cost nothing: the one-core loop at the pool's speed-up
     no_overhead_ips = rgb_ips * rgb_ms / hist_ms
+    paired = [
+        d / j for d, j in zip(par["decode_rgb"]["seconds"], par["job"]["seconds"], strict=True)
+    ]
+    one = serial["decode_rgb"]["seconds"], serial["histogram_shard"]["seconds"]
+    paired_one = [d / h for d, h in zip(*one, strict=True)]
     emit(
         "ratios",
         job_over_decode_rgb=round(ratio_rgb, 3),
+        job_over_decode_rgb_per_round=[round(r, 3) for r in paired],
+        one_core_per_round=[round(r, 3) for r in paired_one],
         job_over_decode_load=round(ratio_load, 3),
         required=RATIO_REQUIRED,
         meets_requirement=bool(ratio_rgb >= RATIO_REQUIRED),
@@ -247,6 +321,7 @@ def main() -> None:
         job_over_no_overhead_estimate=round(job_ips / no_overhead_ips, 3),
     )
 
+    host.append(emit("host_after", **host_load()))
     verdict = "meets" if ratio_rgb >= RATIO_REQUIRED else "FAILS"
     top = sorted(split["share"].items(), key=lambda kv: -kv[1])[:4]
     print(
@@ -256,12 +331,16 @@ def main() -> None:
         f"  decode RGB pool  {rgb_ips:7.1f} img/s   decode load() pool {load_ips:7.1f} img/s\n"
         f"  job (Ray, warm)  {job_ips:7.1f} img/s   ratio job/decode RGB {ratio_rgb:.2f} "
         f"({verdict} >= {RATIO_REQUIRED}), job/load() {ratio_load:.2f}\n"
+        f"  same ratio round by round: " + ", ".join(f"{r:.2f}" for r in paired) + "\n"
         f"  one core, no Ray: histogram_shard {hist_ms:.2f} ms/img, decode RGB {rgb_ms:.2f}, "
         f"load() {serial['decode_load']['ms_per_image']:.2f} ms/img "
         f"(ratio {rgb_ms / hist_ms:.2f})\n"
         f"  job vs that loop at the pool's speed-up: {job_ips / no_overhead_ips:.2f} "
         f"(below 1: Ray and the job's own overhead)\n"
-        f"  one-core breakdown: " + ", ".join(f"{k} {v:.0%}" for k, v in top)
+        f"  one-core breakdown: " + ", ".join(f"{k} {v:.0%}" for k, v in top) + "\n"
+        f"  host: other processes busy on {host[0]['others_cpus_busy']} / "
+        f"{host[1]['others_cpus_busy']} CPUs before / after (loadavg "
+        f"{host[0]['loadavg_1min']} / {host[1]['loadavg_1min']}); rerun if not near 0"
     )
 
 

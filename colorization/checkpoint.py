@@ -46,6 +46,7 @@ def save_checkpoint(
     meta: dict[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint directory (files written whole, then renamed)."""
+    _check_table_fits(model, table, str(directory))
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     header = {
@@ -80,6 +81,9 @@ def read_header(directory: str | Path) -> dict[str, str]:
         raise CheckpointError(f"{path}: corrupt or not a safetensors file ({e})") from e
     if header.get("format") != FORMAT:
         raise CheckpointError(f"{path}: format {header.get('format')!r}, expected {FORMAT!r}")
+    missing = [k for k in ("model", "model_config") if k not in header]
+    if missing:
+        raise CheckpointError(f"{path}: metadata lacks {missing}")
     return header
 
 
@@ -117,12 +121,28 @@ def load_model(
             f"{d}: trained with colour table {header.get('tables_fingerprint', '')[:12]}, "
             f"expected {expect_table.fingerprint[:12]}"
         )
+    _check_table_fits(model, table, str(d))
     try:
         state = load_file(d / WEIGHTS, device=str(map_location))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{d / WEIGHTS}: corrupt weights ({e})") from e
     load_state_strict(model, state, str(d))
     return model.eval(), table
+
+
+def _check_table_fits(model: nn.Module, table: ColorTable | None, where: str) -> None:
+    """A class model needs a table with as many classes as it predicts; others need none."""
+    if model.output_kind != "classes":
+        return
+    if table is None:
+        raise CheckpointError(
+            f"{where}: model {model.variant!r} predicts colour classes but has no table"
+        )
+    if table.num_classes != model.config.get("num_classes", table.num_classes):
+        raise CheckpointError(
+            f"{where}: model predicts {model.config['num_classes']} classes, "
+            f"its table has {table.num_classes}"
+        )
 
 
 def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:

@@ -47,9 +47,11 @@ def recombine(L_full: torch.Tensor, chroma: torch.Tensor, kind: str) -> torch.Te
     """The input's own full-resolution L with predicted chroma -> RGB ``(N, 3, H, W)``."""
     if kind == "classes":
         return color.lab_to_rgb_t(torch.cat([L_full, chroma], dim=1))
+    # UV models: the grey image's Y with the predicted UV, then the input's L put back
     grey = color.lab_to_rgb_t(torch.cat([L_full, torch.zeros_like(chroma)], dim=1))
     y = color.rgb_to_yuv_t(grey)[:, :1]
-    return color.yuv_to_rgb_t(torch.cat([y, chroma], dim=1))
+    ab = color.rgb_to_lab_t(color.yuv_to_rgb_t(torch.cat([y, chroma], dim=1)))[:, 1:]
+    return color.lab_to_rgb_t(torch.cat([L_full, ab], dim=1))
 
 
 def colorize_batch(

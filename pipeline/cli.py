@@ -72,6 +72,45 @@ def tables_show(
     typer.echo(show_table(directory, png))
 
 
+@app.command("prepare")
+def prepare_cmd(
+    sources: Annotated[list[str], typer.Argument(help="folders, globs, s3:// prefixes, COCO json")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output directory of parquet shards")],
+    size: Annotated[int, typer.Option(help="stored square side (px)")] = 144,
+    images_dir: Annotated[str | None, typer.Option(help="images of a COCO json")] = None,
+    endpoint_url: EndpointOpt = None,
+) -> None:
+    """Decode, resize and store training images once as parquet shards (Ray Data)."""
+    from pipeline.prepare_stage import PrepareConfig, prepare
+
+    cfg = PrepareConfig(
+        sources=list(sources),
+        out=str(out),
+        size=size,
+        images_dir=images_dir,
+        storage=StorageOptions(endpoint_url=endpoint_url),
+    )
+    summary = prepare(cfg)
+    typer.echo(json.dumps({k: v for k, v in summary.items() if k in _PREPARE_KEYS}, indent=2))
+
+
+_PREPARE_KEYS = ("size", "n_listed", "n_ok", "n_skipped", "n_error", "seconds")
+
+
+@app.command("train", context_settings={"allow_extra_args": True})
+def train_cmd(
+    ctx: typer.Context,
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML training config")],
+) -> None:
+    """Train a model on Ray Train: ``colorize train --config C.yaml [key=value ...]``."""
+    from pipeline.config import load_config
+    from pipeline.train_stage import TrainConfig, train
+
+    cfg = load_config(TrainConfig, config, ctx.args)
+    result = train(cfg)
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
 @app.command("demo")
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("demo-out"),

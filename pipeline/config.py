@@ -31,11 +31,15 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if origin is dict or tp is Any:
         return value
     if tp is bool:
-        if isinstance(value, str):
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(f"{where}: not a boolean: {value!r}")
-            return value.lower() in ("true", "1", "yes")
-        return bool(value)
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"{where}: not a boolean: {value!r}")
+        return str(value).lower() in ("true", "1", "yes")
+    if tp is int and (
+        isinstance(value, bool) or (isinstance(value, float) and value != int(value))
+    ):
+        raise ValueError(f"{where}: expected int, got {value!r}")
     if tp in (int, float, str):
         try:
             return tp(value)
@@ -65,6 +69,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         node = data
         parts = key.strip().split(".")
         for p in parts[:-1]:
+            if node.get(p) is not None and not isinstance(node[p], dict):
+                raise ValueError(f"override {item!r}: {p!r} is not a mapping")
             node[p] = dict(node.get(p) or {})
             node = node[p]
         node[parts[-1]] = yaml.safe_load(raw)

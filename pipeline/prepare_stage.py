@@ -139,7 +139,7 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
     n_blocks = max(1, min(len(items) // 16, 200))
     ds = ray.data.from_items(_item_rows(items, vocab), override_num_blocks=n_blocks)
     ds = ds.map_batches(fn, batch_size=16, batch_format="numpy")
-    ds.write_parquet(str(out), min_rows_per_file=cfg.rows_per_file)
+    ds.write_parquet(str(out), min_rows_per_file=cfg.rows_per_file, row_group_size=32)
     status = [
         r
         for f in sorted(out.glob("*.parquet"))
@@ -196,10 +196,14 @@ class ShardStream:
     def epoch(self, epoch: int, shuffle: bool = True, buffer_groups: int = 4) -> Iterator[Sample]:
         rng = np.random.default_rng((self.seed, epoch))
         order = rng.permutation(len(self.groups)) if shuffle else np.arange(len(self.groups))
-        mine = [self.groups[i] for i in order[self.rank :: self.world]]
+        if len(self.groups) >= self.world:
+            mine = [self.groups[i] for i in order[self.rank :: self.world]]
+            rows = slice(None)
+        else:  # fewer row groups than workers: every worker reads all, keeps its rows
+            mine, rows = [self.groups[i] for i in order], slice(self.rank, None, self.world)
         buf: list[Sample] = []
         for n, (f, g) in enumerate(mine, 1):
-            buf.extend(self._read_group(f, g))
+            buf.extend(self._read_group(f, g)[rows])
             if n % buffer_groups == 0 or n == len(mine):
                 if shuffle:
                     rng.shuffle(buf)

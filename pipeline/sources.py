@@ -150,6 +150,7 @@ def _list_coco(ann_path: Path, images_dir: Path | None) -> Iterator[Item]:
                 "category_id": ann["category_id"],
                 "segmentation": ann["segmentation"],
                 "iscrowd": ann.get("iscrowd", 0),
+                "area": ann.get("area", 0),
             }
         )
     for img in sorted(coco["images"], key=lambda r: r["file_name"]):

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from colorization import color
 from colorization.checkpoint import (
+    CheckpointError,
     load_model,
     load_state_strict,
     load_training_state,
@@ -212,18 +213,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = build_model(cfg, table, n_labels)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup_steps, cfg.steps))
-    step, restored = 0, None
-    ckpt = ray.train.get_checkpoint()
-    if ckpt:
-        with ckpt.as_directory() as d:
-            loaded, _ = load_model(d, expect_model=cfg.model.name, expect_table=table)
-            load_state_strict(model, loaded.state_dict(), d)
-            state = load_training_state(d)
-            if state is not None:
-                opt.load_state_dict(state["optimizer"])
-                sched.load_state_dict(state["scheduler"])
-                step = int(state["step"])
-            restored = step
+    restored = _restore(model, opt, sched, cfg, table, run_dir)
+    step = restored or 0
     model = ray.train.torch.prepare_model(model)
     raw = model.module if hasattr(model, "module") else model
     device = ray.train.torch.get_device()
@@ -279,6 +270,36 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=checkpoint)
 
 
+def _restore(model, opt, sched, cfg: TrainConfig, table, run_dir: Path) -> int | None:
+    """Load the checkpoint to resume from into model/optimizer/scheduler; returns its step.
+
+    Ray Train hands the worker group its latest registered checkpoint. A checkpoint written to
+    storage just before a worker died may not be registered yet, so the run directory is
+    searched too, newest first; an unreadable one is skipped, never half-loaded."""
+    import ray.train
+
+    candidates = []
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        candidates.append(Path(ckpt.path))
+    candidates += checkpoints_newest_first(run_dir)
+    best = max(candidates, key=lambda d: read_meta(d).get("step", -1), default=None)
+    for d in [best, *candidates] if best else []:
+        try:
+            loaded, _ = load_model(d, expect_model=cfg.model.name, expect_table=table)
+            state = load_training_state(d)
+        except CheckpointError as e:
+            print(f"skipping checkpoint {d}: {e}", flush=True)
+            continue
+        load_state_strict(model, loaded.state_dict(), str(d))
+        if state is None:
+            return 0
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        return int(state["step"])
+    return None
+
+
 def _checkpoint(model, table, opt, sched, step, config, metrics):
     import ray.train
 
@@ -301,14 +322,16 @@ def _from_plain(d: dict[str, Any]) -> TrainConfig:
 
 
 # --- the driver -------------------------------------------------------------------------------
+def checkpoints_newest_first(run_dir: Path) -> list[Path]:
+    """The checkpoints under a run directory, highest step first."""
+    found = [(read_meta(m.parent).get("step", -1), m.parent) for m in run_dir.glob("*/meta.json")]
+    return [d for _, d in sorted(found, key=lambda x: -x[0])]
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The checkpoint with the highest step under a run directory (for resuming)."""
-    best, best_step = None, -1
-    for meta in run_dir.glob("checkpoint_*/meta.json"):
-        step = read_meta(meta.parent).get("step", -1)
-        if step > best_step:
-            best, best_step = meta.parent, step
-    return best
+    found = checkpoints_newest_first(run_dir)
+    return found[0] if found else None
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
@@ -322,7 +345,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     ray.init(ignore_reinit_error=True, include_dashboard=False)
-    resume = latest_checkpoint(run_dir)
+    resume = latest_checkpoint(run_dir)  # the workers restore it (see _restore)
+    if resume is not None:
+        print(f"resuming {cfg.name} from {resume} (step {read_meta(resume).get('step')})")
     config = dict(asdict(cfg), _run_dir=str(run_dir))
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -338,7 +363,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=3),
         ),
-        resume_from_checkpoint=ray.train.Checkpoint(str(resume)) if resume else None,
     )
     result = trainer.fit()
     ckpt = result.checkpoint.path if result.checkpoint else None

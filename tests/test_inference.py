@@ -1,0 +1,169 @@
+"""The one inference path (colorization/inference.py) on untrained tiny models: shapes and
+ranges, the input's own L kept, upsampling, determinism, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from colorization import color
+from colorization.inference import colorize_batch, predict_chroma, recombine, rgb_to_model_input
+from colorization.models import create_model
+from colorization.tables import ColorTable, load_zhang_313
+from tests.shared_paths import SHARED_DATA, SHARED_REFERENCE
+
+pytestmark = pytest.mark.timeout(60)
+
+SIZE = 64
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"shared data missing: {path}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def zhang() -> ColorTable:
+    return load_zhang_313(_require(SHARED_REFERENCE / "zhang2016_pts_in_hull.npy"))
+
+
+@pytest.fixture(scope="module")
+def photos() -> torch.Tensor:
+    """Two real photographs (coco-tiny val2017), centre-cropped and resized: (2, 3, 64, 64)."""
+    paths = sorted(_require(SHARED_DATA / "coco-tiny" / "val2017").glob("*.jpg"))[:2]
+    arrays = []
+    for p in paths:
+        im = Image.open(p).convert("RGB")
+        side = min(im.size)
+        left, top = (im.width - side) // 2, (im.height - side) // 2
+        im = im.crop((left, top, left + side, top + side)).resize((SIZE, SIZE), Image.BICUBIC)
+        arrays.append(np.asarray(im))
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
+
+
+def model(name: str, table: ColorTable | None = None, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    kwargs = {"base_width": 8}
+    if table is not None:
+        kwargs["num_classes"] = table.num_classes
+    return create_model(name, **kwargs).eval()
+
+
+def unclipped(rgb: torch.Tensor, margin: float = 1e-3) -> torch.Tensor:
+    """(N, H, W) mask of pixels with every channel strictly inside (0, 1)."""
+    return ((rgb > margin) & (rgb < 1 - margin)).all(dim=1)
+
+
+@pytest.mark.parametrize("name", ["cls-afm", "seg", "colornet"])
+def test_colorize_batch_shape_range_and_no_grad(name, zhang, photos):
+    m = model(name, None if name == "colornet" else zhang)
+    L, _ = rgb_to_model_input(photos)
+    out = colorize_batch(m, L, None if name == "colornet" else zhang)
+    assert out.shape == (2, 3, SIZE, SIZE) and out.dtype == torch.float32
+    assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+    assert not out.requires_grad
+
+
+@pytest.mark.parametrize("grey", [True, False], ids=["mid-grey", "photo"])
+def test_class_model_keeps_the_input_lightness(grey, zhang, photos):
+    m = model("cls-afm", zhang)
+    rgb = torch.full((1, 3, SIZE, SIZE), 0.47) if grey else photos
+    L, _ = rgb_to_model_input(rgb)
+    out = colorize_batch(m, L, zhang)
+    back = color.rgb_to_lab_t(out)[:, 0]
+    keep = unclipped(out)
+    assert keep.float().mean() > 0.5, "too few unclipped pixels to check"
+    assert (back - L[:, 0])[keep].abs().max() < 0.5
+    assert out.std(dim=1).mean() > 1e-3 or grey, "the untrained model gave no colour at all"
+
+
+def test_regression_model_keeps_the_input_lightness(photos):
+    m = model("colornet")
+    L, _ = rgb_to_model_input(photos)
+    out = colorize_batch(m, L, None)
+    keep = unclipped(out)
+    assert keep.float().mean() > 0.5
+    back = color.rgb_to_lab_t(out)[:, 0]
+    assert (back - L[:, 0])[keep].abs().max() < 0.5
+
+
+def test_predict_chroma_upsamples_stride_4_logits(zhang, photos):
+    m = model("cls-afm", zhang)
+    L, _ = rgb_to_model_input(photos)
+    with torch.no_grad():
+        logits = m(L)["logits"]
+    assert logits.shape[-2:] == (SIZE // 4, SIZE // 4)
+    ab = predict_chroma(m, L, zhang)
+    assert ab.shape == (2, 2, SIZE, SIZE)
+    # the annealed mean is a convex combination of class centres; bilinear keeps that hull box
+    lo, hi = zhang.centres.min(0), zhang.centres.max(0)
+    for c in range(2):
+        assert lo[c] - 1e-4 <= ab[:, c].min() and ab[:, c].max() <= hi[c] + 1e-4
+    low = zhang.decode(logits.float(), "annealed", 0.38)
+    assert torch.allclose(torch.nn.functional.avg_pool2d(ab, 4), low, atol=3.0)
+    assert predict_chroma(m, L, zhang, size=(32, 48)).shape == (2, 2, 32, 48)
+
+
+def test_full_resolution_model_needs_no_upsampling(zhang, photos):
+    m = model("pixel-attn", zhang)
+    L, _ = rgb_to_model_input(photos)
+    with torch.no_grad():
+        logits = m(L)["logits"]
+    assert torch.allclose(predict_chroma(m, L, zhang), zhang.decode(logits, "annealed", 0.38))
+
+
+def test_temperature_sharpens_the_annealed_mean(zhang, photos):
+    m = model("pixel-attn", zhang)
+    L, _ = rgb_to_model_input(photos)
+    with torch.no_grad():
+        logits = m(L)["logits"]
+    mean = predict_chroma(m, L, zhang, 1.0)
+    assert torch.allclose(mean, zhang.decode(logits, "mean"), atol=1e-4)
+    sharp = predict_chroma(m, L, zhang, 0.05)
+    assert torch.allclose(sharp, zhang.decode(logits, "annealed", 0.05), atol=1e-4)
+    assert not torch.allclose(sharp, mean, atol=0.5)
+
+
+@pytest.mark.parametrize("name", ["cls-afm", "colornet"])
+def test_deterministic_and_batch_independent(name, zhang, photos):
+    table = None if name == "colornet" else zhang
+    m = model(name, table)
+    L, _ = rgb_to_model_input(photos)
+    first, second = colorize_batch(m, L, table), colorize_batch(m, L, table)
+    assert torch.equal(first, second)
+    one = colorize_batch(m, L[1:], table)
+    assert torch.allclose(one, first[1:], atol=1e-5)
+
+
+def test_class_model_without_table_raises(photos):
+    m = create_model("cls-afm", base_width=8).eval()
+    L, _ = rgb_to_model_input(photos)
+    with pytest.raises(ValueError, match="colour table"):
+        colorize_batch(m, L, None)
+
+
+def test_recombine_with_zero_chroma_is_grey(photos):
+    L, _ = rgb_to_model_input(photos)
+    for kind in ("classes", "uv"):
+        out = recombine(L, torch.zeros_like(L).repeat(1, 2, 1, 1), kind)
+        assert (out.max(dim=1).values - out.min(dim=1).values).max() < 2e-3
+
+
+def test_recombine_with_true_ab_reproduces_the_photo(photos):
+    L, ab = rgb_to_model_input(photos)
+    assert torch.allclose(recombine(L, ab, "classes"), photos, atol=1e-4)
+    # UV models combine the true UV with the grey image's Y' and then put L back: the hue
+    # comes through the YUV detour, so even the true UV only comes close
+    uv = color.rgb_to_yuv_t(photos)[:, 1:]
+    assert (recombine(L, uv, "uv") - photos).abs().mean() < 0.02
+
+
+def test_input_size_must_be_a_multiple_of_16(zhang):
+    m = model("cls-afm", zhang)
+    with pytest.raises(ValueError):
+        colorize_batch(m, torch.full((1, 1, 40, 40), 50.0), zhang)

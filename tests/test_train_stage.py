@@ -1,0 +1,164 @@
+"""Training through ``colorize train`` on Ray Train with 2 CPU workers: every variant learns,
+a killed worker and a stopped run both resume from their checkpoint.
+
+Each run is a real ``colorize`` process with its own local Ray instance, as a user runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import COCO_TINY, require
+
+pytestmark = [pytest.mark.ray]
+COLORIZE = str(Path(sys.executable).parent / "colorize")
+ENV = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+
+
+def _run(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [COLORIZE, *args], env=ENV, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """Prepared coco-tiny shards (48 px, with masks and labels) and its colour table."""
+    ann = require(COCO_TINY / "annotations" / "instances_train2017.json")
+    d = tmp_path_factory.mktemp("train")
+    _run(["prepare", str(ann), "--out", str(d / "train"), "--size", "48"])
+    _run(["prepare", str(COCO_TINY / "val2017"), "--out", str(d / "val"), "--size", "48"])
+    _run(["tables", "build", str(ann), "--out", str(d / "tables"), "--no-progress"])
+    return d
+
+
+def _config(workdir: Path, name: str, **over) -> Path:
+    cfg = {
+        "data": str(workdir / "train"),
+        "val_data": str(workdir / "val"),
+        "tables": str(workdir / "tables"),
+        "model": {"name": name, "base_width": 8},
+        "crop": 32,
+        "batch_size": 8,
+        "lr": 0.003,
+        "warmup_steps": 3,
+        "steps": 40,
+        "checkpoint_every": 20,
+        "log_every": 5,
+        "val_images": 8,
+        "num_workers": 2,
+        "storage_path": str(workdir / "runs"),
+        "name": f"{name}-{over.pop('suffix', 'run')}",
+    }
+    cfg.update(over)
+    path = workdir / f"{cfg['name']}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _progress(workdir: Path, run: str) -> list[dict]:
+    path = workdir / "runs" / run / "progress.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _wait_for(workdir: Path, run: str, pred, proc: subprocess.Popen, timeout: float = 180):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if pred(_progress(workdir, run)):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended early: {proc.stdout.read()[-3000:]}")
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting on {run}: {_progress(workdir, run)[-3:]}")
+
+
+def _checkpointed(records: list[dict], at_least: int) -> bool:
+    """A checkpoint at ``at_least`` or later is committed: every rank reported past it."""
+    ckpts = [r["step"] for r in records if "val_psnr" in r and r["step"] >= at_least]
+    return bool(ckpts) and any("loss_color" in r and r["step"] > ckpts[0] for r in records)
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("name", ["seg", "cls-afm", "pixel-attn", "colornet"])
+def test_every_variant_trains_and_its_loss_falls(workdir, name):
+    cfg = _config(workdir, name)
+    out = _run(["train", "--config", str(cfg)])
+    result = json.loads(out.stdout[out.stdout.index("{") :])
+    assert result["metrics"]["step"] == 40
+    ckpt = Path(result["checkpoint"])
+    assert (ckpt / "model.safetensors").exists() and (ckpt / "meta.json").exists()
+    run = f"{name}-run"
+    records = [r for r in _progress(workdir, run) if "loss_color" in r]
+    first, last = records[0]["loss_color"], records[-1]["loss_color"]
+    assert last < 0.9 * first, [r["loss_color"] for r in records]
+    assert {"val_psnr", "val_ssim", "val_colorfulness", "images_per_s"} <= set(records[-1])
+    saved = yaml.safe_load((workdir / "runs" / run / "config.yaml").read_text())
+    assert saved["model"]["name"] == name  # the typed config is saved with the run
+
+
+@pytest.mark.timeout(400)
+def test_killed_worker_resumes_from_checkpoint(workdir):
+    cfg = _config(workdir, "cls-afm", suffix="kill", steps=60)
+    run = "cls-afm-kill"
+    proc = subprocess.Popen(
+        [COLORIZE, "train", "--config", str(cfg)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        _wait_for(workdir, run, lambda r: _checkpointed(r, 20), proc)
+        pid = int((workdir / "runs" / run / "pids" / "rank1.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out[-3000:]
+    records = _progress(workdir, run)
+    starts = [r for r in records if r.get("event") == "start"]
+    assert len(starts) >= 2, "the worker group was not restarted"
+    restored = starts[-1]["restored_from"]
+    assert restored is not None and restored >= 20
+    after = [r["step"] for r in records[records.index(starts[-1]) :] if "loss_color" in r]
+    assert after[0] > restored and after[-1] == 60  # the step count continues
+
+
+@pytest.mark.timeout(400)
+def test_stopped_run_resumes_when_rerun(workdir):
+    cfg = _config(workdir, "cls-afm", suffix="stop", steps=60, checkpoint_every=10)
+    run = "cls-afm-stop"
+    proc = subprocess.Popen(
+        [COLORIZE, "train", "--config", str(cfg)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _wait_for(workdir, run, lambda r: _checkpointed(r, 10), proc)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+        proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    stopped_at = max(r["step"] for r in _progress(workdir, run) if "step" in r)
+    assert stopped_at < 60, "the run finished before it could be stopped"
+    _run(["train", "--config", str(cfg)], timeout=300)
+    records = _progress(workdir, run)
+    start = [r for r in records if r.get("event") == "start"][-1]
+    assert start["restored_from"] is not None and start["restored_from"] >= 10
+    assert max(r["step"] for r in records if "step" in r) == 60
