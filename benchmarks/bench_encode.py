@@ -19,8 +19,10 @@ Prints JSON lines, then a human summary with the ratios::
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -33,7 +35,7 @@ import torch
 from PIL import Image
 
 from colorization.abgrid import cache_dir
-from colorization.tables import ColorTable, load_zhang_313
+from colorization.tables import ColorTable, TableParams, load_zhang_313
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -135,8 +137,13 @@ def mpix_per_s(fn, arg, n: int, repeat: int) -> tuple[float, list[float]]:
 def setup_table(cold: bool) -> tuple[ColorTable, dict]:
     """Build the 313-class table and its lookup tables, timing each one-time step."""
     if cold:  # a fresh cache: the 2**24 LUT is computed, not read from disk
-        os.environ["COLORIZATION_CACHE"] = tempfile.mkdtemp(prefix="bench-encode-cache-")
-    lut_on_disk = any(cache_dir().glob("rgb_cell_lut_*_e*.npy"))
+        fresh = tempfile.mkdtemp(prefix="bench-encode-cache-")
+        atexit.register(shutil.rmtree, fresh, ignore_errors=True)
+        os.environ["COLORIZATION_CACHE"] = fresh
+    params = TableParams()  # load_zhang_313's defaults: the fine grid of the LUT
+    lut_on_disk = any(
+        cache_dir().glob(f"rgb_cell_lut_*_e{params.soft_step:g}_m{params.ab_max:g}.npy")
+    )
     t0 = time.perf_counter()
     table = load_zhang_313(CENTRES)
     t1 = time.perf_counter()

@@ -76,15 +76,20 @@ def to_rgb_array(im: Image.Image) -> np.ndarray:
     return np.asarray(to_rgb8(im))
 
 
-def rgb_codes(im: Image.Image) -> np.ndarray:
-    """PIL image -> uint32 ``(H * W,)`` colour codes ``R | G << 8 | B << 16`` (the index of
-    :meth:`AbGrid.rgb_cell_lut`). Reads Pillow's own 4-byte pixel buffer without a copy where
-    it can (Arrow export), which is most of the speed of the statistics job."""
+def rgb_pixels(im: Image.Image) -> np.ndarray:
+    """PIL image -> uint32 ``(H * W,)`` pixels ``R | G << 8 | B << 16 | X << 24`` (X: padding),
+    Pillow's own 4-byte pixel buffer read without a copy where it can (Arrow export)."""
     rgb = to_rgb8(im)
     try:
-        px = pa.array(rgb).values.to_numpy(zero_copy_only=True).view("<u4")
-        return np.bitwise_and(px, np.uint32(0xFFFFFF))
+        return pa.array(rgb).values.to_numpy(zero_copy_only=True).view("<u4")
     except (ValueError, TypeError, NotImplementedError, pa.ArrowException):
         from colorization.abgrid import rgb_code  # multi-block images have no Arrow export
 
         return rgb_code(np.asarray(rgb)).ravel()
+
+
+def rgb_codes(im: Image.Image) -> np.ndarray:
+    """PIL image -> uint32 ``(H * W,)`` colour codes ``R | G << 8 | B << 16`` (the index of
+    :meth:`AbGrid.rgb_cell_lut`). Reads Pillow's own 4-byte pixel buffer without a copy where
+    it can (Arrow export)."""
+    return np.bitwise_and(rgb_pixels(im), np.uint32(0xFFFFFF))

@@ -10,7 +10,8 @@ from PIL import Image
 from colorization.abgrid import AbGrid
 from colorization.coco import category_masks
 from colorization.color import GREY_AB, GREY_MAX_COLOUR_FRACTION
-from colorization.imageio import GREY_MODES, rgb_codes
+from colorization.imageio import GREY_MODES, rgb_pixels
+from colorization.kernels import histogram_pixels
 
 
 @dataclass
@@ -30,20 +31,21 @@ def image_stats(
     workers share one copy). Grey images (grey modes; on the 10-grid, fewer than 1% of the
     pixels outside the neutral cell, the test of :func:`colorization.color.is_grey`) are
     flagged."""
-    cells = np.take(cell_lut, rgb_codes(im))
-    hist = np.bincount(cells, minlength=grid.n_cells).astype(np.int64)
+    px = rgb_pixels(im)
+    hist = histogram_pixels(px, cell_lut, grid.n_cells)
+    n_pixels = int(px.size)
     neutral = grid.half * grid.side + grid.half
     grey = im.mode in GREY_MODES or (
-        grid.step == 2 * GREY_AB and hist[neutral] >= (1 - GREY_MAX_COLOUR_FRACTION) * cells.size
+        grid.step == 2 * GREY_AB and hist[neutral] >= (1 - GREY_MAX_COLOUR_FRACTION) * n_pixels
     )
     cats: dict[int, np.ndarray] = {}
     if annotations:
         masks = category_masks(annotations)
-        cells_2d = cells.reshape(im.size[1], im.size[0])
+        cells_2d = np.take(cell_lut, px & np.uint32(0xFFFFFF)).reshape(im.size[1], im.size[0])
         for cid, mask in masks.items():
             if mask.shape != cells_2d.shape:
                 raise ValueError(
                     f"mask {mask.shape[::-1]} does not match image {im.size} (category {cid})"
                 )
             cats[cid] = np.bincount(cells_2d[mask], minlength=grid.n_cells).astype(np.int64)
-    return ImageStats(hist, int(cells.size), bool(grey), cats)
+    return ImageStats(hist, n_pixels, bool(grey), cats)

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 import torch
 
 from colorization.abgrid import AbGrid, rgb_code
+from colorization.kernels import soft_encode
 
 FORMAT_NAME = "colorization.color-table"
 FORMAT_VERSION = 1
@@ -207,11 +208,28 @@ class ColorTable:
         """uint8 sRGB ``(..., 3)`` -> class ``(...)`` uint16, one gather."""
         return np.take(self._rgb_lut, rgb_code(rgb))
 
-    def encode_soft(self, ab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """ab ``(..., 2)`` -> (classes ``(..., k)`` int64, weights ``(..., k)`` float32)."""
+    def encode_soft(
+        self, ab: np.ndarray, out: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """ab ``(..., 2)`` -> (classes ``(..., k)`` uint16, weights ``(..., k)`` float32): the
+        k nearest classes and their Gaussian weights, one table row per point. ``out``: reusable
+        output buffers of shape ``(n, k)``."""
+        idx, w = self._soft_table_u16
+        flat = np.ascontiguousarray(ab, dtype=np.float64).reshape(-1, 2)
+        k = idx.shape[1]
+        out_i, out_w = out or (
+            np.empty((len(flat), k), np.uint16),
+            np.empty((len(flat), k), np.float32),
+        )
+        g = self.fine_grid
+        soft_encode(flat, 1.0 / g.step, 0.0, g.half, g.side, idx, w, out_i, out_w)
+        shape = np.shape(ab)[:-1] + (k,)
+        return out_i.reshape(shape), out_w.reshape(shape)
+
+    @functools.cached_property
+    def _soft_table_u16(self) -> tuple[np.ndarray, np.ndarray]:
         idx, w = self.soft_table
-        fine = self.fine_grid.cell_of(ab)
-        return idx[fine], w[fine]
+        return idx.astype(np.uint16), np.ascontiguousarray(w)
 
     def encode_soft_t(self, ab: torch.Tensor) -> torch.Tensor:
         """ab ``(N, 2, H, W)`` tensor -> dense soft targets ``(N, Q, H, W)``."""

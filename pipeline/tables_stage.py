@@ -92,8 +92,9 @@ def histogram_shard(
 
 
 def make_shards(items: list[Item], shards: int, cpus: int) -> list[list[Item]]:
-    """Contiguous shards of nearly equal size."""
-    n = shards or max(2 * cpus, math.ceil(len(items) / 32))
+    """Contiguous shards of nearly equal size (by default at least 4 per CPU, so that no
+    worker idles long at the end, and at most about 32 images each)."""
+    n = shards or max(4 * cpus, math.ceil(len(items) / 32))
     n = max(1, min(n, len(items)))
     bounds = np.linspace(0, len(items), n + 1).round().astype(int)
     return [items[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
@@ -103,7 +104,7 @@ def _run_shards(cfg: TablesConfig, shards: list[list[Item]], grid: AbGrid) -> li
     import ray
     from tqdm import tqdm
 
-    lut_ref = ray.put(grid.rgb_cell_lut())
+    lut_ref = _lut_ref(grid)
     task = ray.remote(num_cpus=1, max_retries=3)(histogram_shard)
     pending = {
         task.remote(
@@ -119,6 +120,20 @@ def _run_shards(cfg: TablesConfig, shards: list[list[Item]], grid: AbGrid) -> li
             results.append(ray.get(done[0]))
             bar.update(pending.pop(done[0]))
     return results
+
+
+_LUT_REFS: dict[tuple, Any] = {}
+
+
+def _lut_ref(grid: AbGrid):
+    """The grid's 2^24 LUT in Ray's object store, put once per Ray session and shared
+    (zero-copy, read-only) by every task on a node."""
+    import ray
+
+    key = (ray.get_runtime_context().get_job_id(), grid)
+    if key not in _LUT_REFS:
+        _LUT_REFS[key] = ray.put(grid.rgb_cell_lut())
+    return _LUT_REFS[key]
 
 
 def build_tables(cfg: TablesConfig) -> dict[str, Any]:

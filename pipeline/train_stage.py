@@ -365,5 +365,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         ),
     )
     result = trainer.fit()
-    ckpt = result.checkpoint.path if result.checkpoint else None
-    return {"metrics": result.metrics, "checkpoint": ckpt, "run_dir": str(run_dir)}
+    ckpt = result.checkpoint.path if result.checkpoint else latest_checkpoint(run_dir)
+    summary = {"metrics": result.metrics, "checkpoint": str(ckpt), "run_dir": str(run_dir)}
+    (run_dir / "result.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary

@@ -217,3 +217,24 @@ def test_from_centres_validates():
         ColorTable.from_centres(np.array([[3.0, 0.0]]))
     with pytest.raises(ValueError, match="repeat"):
         ColorTable.from_centres(np.array([[0.0, 0.0], [0.0, 0.0]]))
+
+
+def test_histogram_kernel_equals_numpy_twin():
+    from colorization.kernels import histogram_pixels
+
+    g = AbGrid()
+    lut = g.rgb_cell_lut()
+    px = np.random.default_rng(5).integers(0, 1 << 32, 100_000, dtype=np.uint64).astype(np.uint32)
+    expected = np.bincount(np.take(lut, px & np.uint32(0xFFFFFF)), minlength=g.n_cells)
+    assert np.array_equal(histogram_pixels(px, lut, g.n_cells), expected)
+
+
+def test_soft_encoding_kernel_equals_numpy_twin(zhang):
+    ab = np.random.default_rng(6).uniform(-130, 130, (20_000, 2))
+    idx, w = zhang.soft_table
+    cell = zhang.fine_grid.cell_of(ab)
+    got_i, got_w = zhang.encode_soft(ab)
+    assert np.array_equal(got_i, idx[cell]) and np.array_equal(got_w, w[cell])
+    out = (np.empty((20_000, 10), np.uint16), np.empty((20_000, 10), np.float32))
+    again = zhang.encode_soft(ab, out=out)
+    assert again[0] is not None and np.array_equal(out[0], idx[cell])

@@ -94,16 +94,17 @@ def _checkpointed(records: list[dict], at_least: int) -> bool:
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize("name", ["seg", "cls-afm", "pixel-attn", "colornet"])
 def test_every_variant_trains_and_its_loss_falls(workdir, name):
-    cfg = _config(workdir, name)
-    out = _run(["train", "--config", str(cfg)])
-    result = json.loads(out.stdout[out.stdout.index("{") :])
-    assert result["metrics"]["step"] == 40
+    cfg = _config(workdir, name, steps=100, log_every=10, checkpoint_every=50, lr=0.002)
+    _run(["train", "--config", str(cfg)])
+    run = f"{name}-run"
+    result = json.loads((workdir / "runs" / run / "result.json").read_text())
+    assert result["metrics"]["step"] == 100
     ckpt = Path(result["checkpoint"])
     assert (ckpt / "model.safetensors").exists() and (ckpt / "meta.json").exists()
-    run = f"{name}-run"
     records = [r for r in _progress(workdir, run) if "loss_color" in r]
-    first, last = records[0]["loss_color"], records[-1]["loss_color"]
-    assert last < 0.9 * first, [r["loss_color"] for r in records]
+    first = records[0]["loss_color"]  # mean over steps 1-10 on rank 0
+    last = (records[-1]["loss_color"] + records[-2]["loss_color"]) / 2  # steps 81-100
+    assert last < 0.93 * first, [round(r["loss_color"], 3) for r in records]
     assert {"val_psnr", "val_ssim", "val_colorfulness", "images_per_s"} <= set(records[-1])
     saved = yaml.safe_load((workdir / "runs" / run / "config.yaml").read_text())
     assert saved["model"]["name"] == name  # the typed config is saved with the run
