@@ -41,3 +41,16 @@ def soft_encode(
         for j in range(k):
             out_idx[p, j] = idx[c, j]
             out_w[p, j] = w[c, j]
+
+
+@numba.njit(cache=True, nogil=True)
+def hard_encode(
+    ab: np.ndarray, inv_step: float, shift: float, half: int, side: int, table: np.ndarray
+) -> np.ndarray:
+    """ab ``(n, 2)`` -> ``table[cell]`` ``(n,)`` for each point's fine-grid cell."""
+    out = np.empty(ab.shape[0], table.dtype)
+    for p in range(ab.shape[0]):
+        ia = min(max(int(np.floor(ab[p, 0] * inv_step + shift)) + half, 0), side - 1)
+        ib = min(max(int(np.floor(ab[p, 1] * inv_step + shift)) + half, 0), side - 1)
+        out[p] = table[ia * side + ib]
+    return out

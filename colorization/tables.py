@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 import torch
 
 from colorization.abgrid import AbGrid, rgb_code
-from colorization.kernels import soft_encode
+from colorization.kernels import hard_encode, soft_encode
 
 FORMAT_NAME = "colorization.color-table"
 FORMAT_VERSION = 1
@@ -202,7 +202,10 @@ class ColorTable:
     def encode_hard(self, ab: np.ndarray) -> np.ndarray:
         """ab ``(..., 2)`` -> nearest class ``(...)`` int64, one gather in the fine table
         (exact but for points within ``soft_step / 2`` of a tie between two classes)."""
-        return self.fine_to_class[self.fine_grid.cell_of(ab)]
+        flat = np.ascontiguousarray(ab, dtype=np.float64).reshape(-1, 2)
+        g = self.fine_grid
+        out = hard_encode(flat, 1.0 / g.step, 0.0, g.half, g.side, self.fine_to_class)
+        return out.reshape(np.shape(ab)[:-1])
 
     def encode_rgb(self, rgb: np.ndarray) -> np.ndarray:
         """uint8 sRGB ``(..., 3)`` -> class ``(...)`` uint16, one gather."""

@@ -94,7 +94,9 @@ def _checkpointed(records: list[dict], at_least: int) -> bool:
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize("name", ["seg", "cls-afm", "pixel-attn", "colornet"])
 def test_every_variant_trains_and_its_loss_falls(workdir, name):
-    cfg = _config(workdir, name, steps=100, log_every=10, checkpoint_every=50, lr=0.002)
+    cfg = _config(
+        workdir, name, steps=100, log_every=10, checkpoint_every=50, lr=0.002, batch_size=12
+    )
     _run(["train", "--config", str(cfg)])
     run = f"{name}-run"
     result = json.loads((workdir / "runs" / run / "result.json").read_text())
@@ -102,9 +104,9 @@ def test_every_variant_trains_and_its_loss_falls(workdir, name):
     ckpt = Path(result["checkpoint"])
     assert (ckpt / "model.safetensors").exists() and (ckpt / "meta.json").exists()
     records = [r for r in _progress(workdir, run) if "loss_color" in r]
-    first = records[0]["loss_color"]  # mean over steps 1-10 on rank 0
-    last = (records[-1]["loss_color"] + records[-2]["loss_color"]) / 2  # steps 81-100
-    assert last < 0.93 * first, [round(r["loss_color"], 3) for r in records]
+    losses = [r["loss_color"] for r in records]  # means over 10 steps each, rank 0
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3  # steps 1-30 vs 71-100
+    assert last < 0.95 * first, [round(x, 3) for x in losses]
     assert {"val_psnr", "val_ssim", "val_colorfulness", "images_per_s"} <= set(records[-1])
     saved = yaml.safe_load((workdir / "runs" / run / "config.yaml").read_text())
     assert saved["model"]["name"] == name  # the typed config is saved with the run
