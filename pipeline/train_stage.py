@@ -9,6 +9,7 @@ same command (same ``storage_path`` and ``name``) resumes a stopped run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -78,7 +79,9 @@ class TrainConfig:
     use_gpu: bool = False
     amp: bool = True  # bfloat16 autocast on GPU
     threads_per_worker: int = 1
-    storage_path: str = "runs"
+    storage_path: str = "runs"  # a folder or s3://bucket/prefix (checkpoints)
+    storage_endpoint_url: str | None = None  # S3-compatible endpoint (else AWS variables)
+    local_dir: str = "runs"  # config, progress and result files when storage is s3://
     name: str = "colorize"
     max_failures: int = 3
     seed: int = 0
@@ -273,30 +276,30 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 def _restore(model, opt, sched, cfg: TrainConfig, table, run_dir: Path) -> int | None:
     """Load the checkpoint to resume from into model/optimizer/scheduler; returns its step.
 
-    Ray Train hands the worker group its latest registered checkpoint. A checkpoint written to
-    storage just before a worker died may not be registered yet, so the run directory is
-    searched too, newest first; an unreadable one is skipped, never half-loaded."""
+    Ray Train hands the worker group its latest registered checkpoint (from local or object
+    storage). A local checkpoint written just before a worker died may not be registered yet,
+    so a local run directory is searched too; the newest readable one wins, an unreadable one
+    is skipped, never half-loaded."""
     import ray.train
 
-    candidates = []
     ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        candidates.append(Path(ckpt.path))
-    candidates += checkpoints_newest_first(run_dir)
-    best = max(candidates, key=lambda d: read_meta(d).get("step", -1), default=None)
-    for d in [best, *candidates] if best else []:
-        try:
-            loaded, _ = load_model(d, expect_model=cfg.model.name, expect_table=table)
-            state = load_training_state(d)
-        except CheckpointError as e:
-            print(f"skipping checkpoint {d}: {e}", flush=True)
-            continue
-        load_state_strict(model, loaded.state_dict(), str(d))
-        if state is None:
-            return 0
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        return int(state["step"])
+    with contextlib.ExitStack() as stack:
+        candidates = [Path(stack.enter_context(ckpt.as_directory()))] if ckpt else []
+        candidates += checkpoints_newest_first(run_dir)
+        candidates.sort(key=lambda d: -read_meta(d).get("step", -1))
+        for d in candidates:
+            try:
+                loaded, _ = load_model(d, expect_model=cfg.model.name, expect_table=table)
+                state = load_training_state(d)
+            except CheckpointError as e:
+                print(f"skipping checkpoint {d}: {e}", flush=True)
+                continue
+            load_state_strict(model, loaded.state_dict(), str(d))
+            if state is None:
+                return 0
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            return int(state["step"])
     return None
 
 
@@ -334,14 +337,31 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[0] if found else None
 
 
+def _storage(cfg: TrainConfig):
+    """(storage path for Ray, pyarrow filesystem or None, local run directory)."""
+    if not cfg.storage_path.startswith("s3://"):
+        storage = Path(cfg.storage_path).resolve()
+        return str(storage), None, storage / cfg.name
+    from pyarrow.fs import S3FileSystem
+
+    from pipeline.sources import StorageOptions
+
+    endpoint = StorageOptions(endpoint_url=cfg.storage_endpoint_url).resolved_endpoint()
+    kwargs: dict[str, Any] = {}
+    if endpoint:  # pyarrow does not read AWS_ENDPOINT_URL everywhere: pass it explicitly
+        scheme, _, host = endpoint.partition("://")
+        kwargs = {"endpoint_override": host, "scheme": scheme}
+    fs = S3FileSystem(**kwargs)
+    return cfg.storage_path[len("s3://") :], fs, Path(cfg.local_dir).resolve() / cfg.name
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run (or resume) a training run; returns the final metrics and checkpoint path."""
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    storage = Path(cfg.storage_path).resolve()
-    run_dir = storage / cfg.name
+    storage, filesystem, run_dir = _storage(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     ray.init(ignore_reinit_error=True, include_dashboard=False)
@@ -359,13 +379,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         ),
         run_config=ray.train.RunConfig(
             name=cfg.name,
-            storage_path=str(storage),
+            storage_path=storage,
+            storage_filesystem=filesystem,
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=3),
         ),
     )
     result = trainer.fit()
-    ckpt = result.checkpoint.path if result.checkpoint else latest_checkpoint(run_dir)
+    if result.checkpoint is not None:
+        ckpt = ("s3://" if filesystem else "") + result.checkpoint.path
+    else:
+        ckpt = latest_checkpoint(run_dir)
     summary = {"metrics": result.metrics, "checkpoint": str(ckpt), "run_dir": str(run_dir)}
     (run_dir / "result.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary

@@ -165,3 +165,35 @@ def test_stopped_run_resumes_when_rerun(workdir):
     start = [r for r in records if r.get("event") == "start"][-1]
     assert start["restored_from"] is not None and start["restored_from"] >= 10
     assert max(r["step"] for r in records if "step" in r) == 60
+
+
+@pytest.mark.timeout(400)
+def test_checkpoints_in_object_storage_and_resume_from_there(workdir, s3_bucket):
+    """storage_path s3://...: checkpoints land in the (loopback) bucket, and a re-run with
+    more steps resumes from the checkpoint Ray Train finds there."""
+    from tests.conftest import FAKE_AWS_ENV
+
+    over = dict(
+        suffix="s3",
+        steps=20,
+        checkpoint_every=10,
+        storage_path=s3_bucket.uri("runs"),
+        storage_endpoint_url=s3_bucket.endpoint,
+        local_dir=str(workdir / "runs"),
+    )
+    cfg = _config(workdir, "cls-afm", **over)
+    env = dict(ENV, **FAKE_AWS_ENV)
+    for steps in (20, 30):
+        proc = subprocess.run(
+            [COLORIZE, "train", "--config", str(cfg), f"steps={steps}"],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    listed = s3_bucket.client.list_objects_v2(Bucket=s3_bucket.name, Prefix="runs/cls-afm-s3/")
+    keys = [o["Key"] for o in listed.get("Contents", [])]
+    assert sum(k.endswith("/model.safetensors") for k in keys) >= 2, keys
+    result = json.loads((workdir / "runs" / "cls-afm-s3" / "result.json").read_text())
+    assert result["checkpoint"].startswith(f"s3://{s3_bucket.name}/runs/cls-afm-s3/")
+    starts = [r for r in _progress(workdir, "cls-afm-s3") if r.get("event") == "start"]
+    assert starts[0]["restored_from"] is None and starts[-1]["restored_from"] == 20
+    assert result["metrics"]["step"] == 30
