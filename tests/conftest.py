@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-DATA = SHARED / "data"
-REFERENCE = SHARED / "reference"
+from tests.shared_paths import REPO, SHARED  # noqa: F401  (re-exported for the tests)
+from tests.shared_paths import SHARED_DATA as DATA
+from tests.shared_paths import SHARED_REFERENCE as REFERENCE
+
 COCO_TINY = DATA / "coco-tiny"
 ZHANG_313 = REFERENCE / "zhang2016_pts_in_hull.npy"
 
