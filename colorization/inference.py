@@ -6,11 +6,14 @@ archive job, so that every caller colorizes the same way.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from colorization import color
+from colorization.imageio import to_rgb8
 from colorization.tables import ColorTable
 
 
@@ -60,3 +63,30 @@ def colorize_batch(
     """L ``(N, 1, H, W)`` (H, W multiples of 16) -> RGB ``(N, 3, H, W)`` in [0, 1]."""
     chroma = predict_chroma(model, L, table, temperature)
     return recombine(L, chroma, model.output_kind)
+
+
+def colorize_image(
+    model: nn.Module,
+    table: ColorTable | None,
+    im: Image.Image,
+    size: int = 256,
+    temperature: float = 0.38,
+) -> Image.Image:
+    """Any PIL image -> its colorized version at the input's own size and mode family.
+
+    The model sees a ``size`` x ``size`` grey version (``size`` a multiple of 16); the
+    predicted chroma is upsampled to the full resolution and joined with the input's own
+    full-resolution L. Alpha, if any, is carried over unchanged. Deterministic."""
+    if size % 16:
+        raise ValueError(f"size must be a multiple of 16, got {size}")
+    rgb = np.asarray(to_rgb8(im), dtype=np.float32) / 255.0
+    full = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+    L_full, _ = rgb_to_model_input(full)
+    small = F.interpolate(L_full, size=(size, size), mode="bilinear", align_corners=False)
+    device = next(model.parameters()).device
+    chroma = predict_chroma(model, small.to(device), table, temperature, size=full.shape[-2:])
+    out = recombine(L_full, chroma.cpu(), model.output_kind)[0].permute(1, 2, 0).numpy()
+    result = Image.fromarray(color.to_uint8(out), "RGB")
+    if "A" in im.getbands():
+        result.putalpha(im.getchannel("A"))
+    return result

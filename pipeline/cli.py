@@ -111,6 +111,36 @@ def train_cmd(
     typer.echo(json.dumps(result, indent=2, default=str))
 
 
+@app.command("image")
+def image_cmd(
+    inputs: Annotated[list[Path], typer.Argument(help="image files")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="a checkpoint directory")],
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("colorized"),
+    temperature: float = 0.38,
+    size: Annotated[int, typer.Option(help="model input side (multiple of 16)")] = 256,
+) -> None:
+    """Colorize image files with a checkpoint; outputs keep the inputs' sizes (PNG)."""
+    from colorization.checkpoint import load_model
+    from colorization.imageio import DecodeError, decode_image
+    from colorization.inference import colorize_image
+
+    net, table = load_model(model)
+    out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for path in inputs:
+        try:
+            im = decode_image(path.read_bytes())
+        except (DecodeError, OSError) as e:
+            typer.echo(f"error: {path}: {e}", err=True)
+            failed += 1
+            continue
+        dest = out / f"{path.stem}.png"
+        colorize_image(net, table, im, size, temperature).save(dest)
+        typer.echo(f"{path} -> {dest}")
+    if failed:
+        raise typer.Exit(1)
+
+
 @app.command("demo")
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("demo-out"),

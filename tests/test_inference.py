@@ -167,3 +167,48 @@ def test_input_size_must_be_a_multiple_of_16(zhang):
     m = model("cls-afm", zhang)
     with pytest.raises(ValueError):
         colorize_batch(m, torch.full((1, 1, 40, 40), 50.0), zhang)
+
+
+COCO_VAL = SHARED_DATA / "coco-tiny" / "val2017"
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "LA", "P", "CMYK", "I;16"])
+def test_colorize_image_any_mode_keeps_size_and_lightness(mode, zhang):
+    from colorization.inference import colorize_image
+
+    photo = Image.open(_require(sorted(COCO_VAL.glob("*.jpg"))[0])).convert("RGB")
+    photo = photo.resize((203, 131))
+    if mode == "I;16":
+        im = Image.fromarray(np.asarray(photo.convert("L"), np.uint16) * 257)
+        assert im.mode.startswith("I;16")
+        seen = photo.convert("L").convert("RGB")  # what the 16-bit scan shows in 8 bits
+    else:
+        im = photo.convert(mode)
+        seen = im.convert("RGB")
+    net = model("cls-afm", zhang)
+    out = colorize_image(net, zhang, im, size=64)
+    assert out.size == (203, 131)
+    assert out.mode == ("RGBA" if mode in ("RGBA", "LA") else "RGB")
+    L_out = color.rgb_to_lab(np.asarray(out.convert("RGB")))[..., 0]
+    L_in = color.rgb_to_lab(np.asarray(seen))[..., 0]
+    # the input's own lightness, except where the predicted colour is out of gamut (clipped)
+    assert np.median(np.abs(L_out - L_in)) < 0.5
+    again = colorize_image(net, zhang, im, size=64)
+    assert np.array_equal(np.asarray(out), np.asarray(again))
+
+
+def test_colorize_image_cli(tmp_path, zhang):
+    from typer.testing import CliRunner
+
+    from colorization.checkpoint import save_checkpoint
+    from pipeline.cli import app
+
+    ckpt = save_checkpoint(tmp_path / "ckpt", model("cls-afm", zhang), zhang)
+    src = _require(sorted(COCO_VAL.glob("*.jpg"))[0])
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    args = ["image", str(src), str(bad), "--model", str(ckpt), "--out", str(tmp_path / "o")]
+    res = CliRunner().invoke(app, [*args, "--size", "64"])
+    assert res.exit_code == 1  # one input failed and said so; the other was written
+    out = Image.open(tmp_path / "o" / f"{src.stem}.png")
+    assert out.size == Image.open(src).size and out.mode == "RGB"
