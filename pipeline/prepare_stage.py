@@ -23,14 +23,7 @@ from PIL import Image
 from colorization import color
 from colorization.coco import COCO_CATEGORY_IDS, semantic_map
 from colorization.imageio import DEFAULT_MAX_PIXELS, decode_image, to_rgb_array
-from pipeline.sources import (
-    Item,
-    StorageOptions,
-    coco_categories,
-    is_coco_annotation,
-    list_items,
-    read_bytes,
-)
+from pipeline.sources import Item, StorageOptions, coco_names, list_sources, read_bytes
 
 WNID = re.compile(r"^(n\d{8})_")
 IGNORE = 255  # segmentation label of pixels without annotation
@@ -114,14 +107,8 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
     import ray
 
     t0 = time.perf_counter()
-    items = [it for src in cfg.sources for it in list_items(src, cfg.storage, cfg.images_dir)]
-    if not items:
-        raise FileNotFoundError(f"no files found in {cfg.sources}")
-    names: dict[int, str] = {}
-    for src in cfg.sources:
-        if is_coco_annotation(src):
-            names.update(coco_categories(src))
-    vocab = label_vocabulary(items, names)
+    items = list_sources(cfg.sources, cfg.storage, cfg.images_dir)
+    vocab = label_vocabulary(items, coco_names(cfg.sources))
     ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False

@@ -195,3 +195,22 @@ def list_items(
     else:
         raise FileNotFoundError(f"source not found: {src}")
     return sorted(items, key=lambda it: it.key)
+
+
+def list_sources(
+    sources: list[str], storage: StorageOptions = StorageOptions(), images_dir: str | None = None
+) -> list[Item]:
+    """The inputs of several sources, in source order; an error if there are none at all."""
+    items = [it for src in sources for it in list_items(src, storage, images_dir)]
+    if not items:
+        raise FileNotFoundError(f"no files found in {sources}")
+    return items
+
+
+def coco_names(sources: list[str]) -> dict[int, str]:
+    """``{category_id: name}`` from every COCO annotation file among ``sources``."""
+    names: dict[int, str] = {}
+    for src in sources:
+        if is_coco_annotation(src):
+            names.update(coco_categories(src))
+    return names

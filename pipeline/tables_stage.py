@@ -24,14 +24,7 @@ from colorization.abgrid import AbGrid
 from colorization.imageio import DEFAULT_MAX_PIXELS, decode_image
 from colorization.stats import image_stats
 from colorization.tables import ColorTable, TableParams
-from pipeline.sources import (
-    Item,
-    StorageOptions,
-    coco_categories,
-    is_coco_annotation,
-    list_items,
-    read_bytes,
-)
+from pipeline.sources import Item, StorageOptions, coco_names, list_sources, read_bytes
 
 
 @dataclass
@@ -142,9 +135,7 @@ def build_tables(cfg: TablesConfig) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     grid = AbGrid(cfg.params.grid, cfg.params.ab_max)
-    items = [it for src in cfg.sources for it in list_items(src, cfg.storage, cfg.images_dir)]
-    if not items:
-        raise FileNotFoundError(f"no files found in {cfg.sources}")
+    items = list_sources(cfg.sources, cfg.storage, cfg.images_dir)
     ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     shards = make_shards(items, cfg.shards, cpus)
@@ -196,10 +187,7 @@ def write_histograms(out: Path, grid: AbGrid, hist, cats: dict, cfg: TablesConfi
     )
     if not cats:
         return
-    names: dict[int, str] = {}
-    for src in cfg.sources:
-        if is_coco_annotation(src):
-            names.update(coco_categories(src))
+    names = coco_names(cfg.sources)
     rows: dict[str, list] = {"category_id": [], "category": [], "a": [], "b": [], "count": []}
     for cid in sorted(cats):
         h = cats[cid]

@@ -30,6 +30,7 @@ from colorization.checkpoint import (
 from colorization.color import rgb_to_lab
 from colorization.models import create_model, list_models
 from colorization.tables import ColorTable, load_zhang_313
+from tests.conftest import require
 from tests.shared_paths import SHARED_DATA, SHARED_REFERENCE
 
 pytestmark = pytest.mark.timeout(60)
@@ -39,16 +40,10 @@ N_CATEGORIES = 5
 SIZE = 32
 
 
-def _require(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"shared data missing: {path}")
-    return path
-
-
 @pytest.fixture(scope="module")
 def table() -> ColorTable:
     """A colour table from the ab histogram of one real photograph (coco-tiny val2017)."""
-    photo = sorted(_require(SHARED_DATA / "coco-tiny" / "val2017").glob("*.jpg"))[0]
+    photo = sorted(require(SHARED_DATA / "coco-tiny" / "val2017").glob("*.jpg"))[0]
     rgb = np.asarray(Image.open(photo).convert("RGB"))[::4, ::4]
     grid = AbGrid()
     hist = np.bincount(grid.cell_of(rgb_to_lab(rgb)[..., 1:]).ravel(), minlength=grid.n_cells)
@@ -57,7 +52,7 @@ def table() -> ColorTable:
 
 @pytest.fixture(scope="module")
 def zhang() -> ColorTable:
-    return load_zhang_313(_require(SHARED_REFERENCE / "zhang2016_pts_in_hull.npy"))
+    return load_zhang_313(require(SHARED_REFERENCE / "zhang2016_pts_in_hull.npy"))
 
 
 def make_model(name: str, table: ColorTable | None, width: int = WIDTH, seed: int = 0):

@@ -3,8 +3,6 @@ ranges, the input's own L kept, upsampling, determinism, errors."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -14,6 +12,7 @@ from colorization import color
 from colorization.inference import colorize_batch, predict_chroma, recombine, rgb_to_model_input
 from colorization.models import create_model
 from colorization.tables import ColorTable, load_zhang_313
+from tests.conftest import require
 from tests.shared_paths import SHARED_DATA, SHARED_REFERENCE
 
 pytestmark = pytest.mark.timeout(60)
@@ -21,21 +20,15 @@ pytestmark = pytest.mark.timeout(60)
 SIZE = 64
 
 
-def _require(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"shared data missing: {path}")
-    return path
-
-
 @pytest.fixture(scope="module")
 def zhang() -> ColorTable:
-    return load_zhang_313(_require(SHARED_REFERENCE / "zhang2016_pts_in_hull.npy"))
+    return load_zhang_313(require(SHARED_REFERENCE / "zhang2016_pts_in_hull.npy"))
 
 
 @pytest.fixture(scope="module")
 def photos() -> torch.Tensor:
     """Two real photographs (coco-tiny val2017), centre-cropped and resized: (2, 3, 64, 64)."""
-    paths = sorted(_require(SHARED_DATA / "coco-tiny" / "val2017").glob("*.jpg"))[:2]
+    paths = sorted(require(SHARED_DATA / "coco-tiny" / "val2017").glob("*.jpg"))[:2]
     arrays = []
     for p in paths:
         im = Image.open(p).convert("RGB")
@@ -176,7 +169,7 @@ COCO_VAL = SHARED_DATA / "coco-tiny" / "val2017"
 def test_colorize_image_any_mode_keeps_size_and_lightness(mode, zhang):
     from colorization.inference import colorize_image
 
-    photo = Image.open(_require(sorted(COCO_VAL.glob("*.jpg"))[0])).convert("RGB")
+    photo = Image.open(require(sorted(COCO_VAL.glob("*.jpg"))[0])).convert("RGB")
     photo = photo.resize((203, 131))
     if mode == "I;16":
         im = Image.fromarray(np.asarray(photo.convert("L"), np.uint16) * 257)
@@ -204,7 +197,7 @@ def test_colorize_image_cli(tmp_path, zhang):
     from pipeline.cli import app
 
     ckpt = save_checkpoint(tmp_path / "ckpt", model("cls-afm", zhang), zhang)
-    src = _require(sorted(COCO_VAL.glob("*.jpg"))[0])
+    src = require(sorted(COCO_VAL.glob("*.jpg"))[0])
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
     args = ["image", str(src), str(bad), "--model", str(ckpt), "--out", str(tmp_path / "o")]

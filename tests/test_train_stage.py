@@ -67,6 +67,18 @@ def _config(workdir: Path, name: str, **over) -> Path:
     return path
 
 
+def _start_train(cfg: Path, **popen) -> subprocess.Popen:
+    """``colorize train --config cfg`` in the background, output captured."""
+    return subprocess.Popen(
+        [COLORIZE, "train", "--config", str(cfg)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
+
+
 def _progress(workdir: Path, run: str) -> list[dict]:
     path = workdir / "runs" / run / "progress.jsonl"
     if not path.exists():
@@ -116,13 +128,7 @@ def test_every_variant_trains_and_its_loss_falls(workdir, name):
 def test_killed_worker_resumes_from_checkpoint(workdir):
     cfg = _config(workdir, "cls-afm", suffix="kill", steps=60)
     run = "cls-afm-kill"
-    proc = subprocess.Popen(
-        [COLORIZE, "train", "--config", str(cfg)],
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = _start_train(cfg)
     try:
         _wait_for(workdir, run, lambda r: _checkpointed(r, 20), proc)
         pid = int((workdir / "runs" / run / "pids" / "rank1.pid").read_text())
@@ -144,14 +150,7 @@ def test_killed_worker_resumes_from_checkpoint(workdir):
 def test_stopped_run_resumes_when_rerun(workdir):
     cfg = _config(workdir, "cls-afm", suffix="stop", steps=60, checkpoint_every=10)
     run = "cls-afm-stop"
-    proc = subprocess.Popen(
-        [COLORIZE, "train", "--config", str(cfg)],
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = _start_train(cfg, start_new_session=True)
     try:
         _wait_for(workdir, run, lambda r: _checkpointed(r, 10), proc)
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
