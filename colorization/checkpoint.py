@@ -182,6 +182,14 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def checkpoints_newest_first(run_dir: str | Path) -> list[Path]:
+    """The checkpoints directly under a run directory, highest step first."""
+    found = [
+        (read_meta(m.parent).get("step", -1), m.parent) for m in Path(run_dir).glob("*/meta.json")
+    ]
+    return [d for _, d in sorted(found, key=lambda x: -x[0])]
+
+
 def copy_checkpoint(src: str | Path, dst: str | Path) -> Path:
     """Copy the inference files of a checkpoint (weights, table, meta) to ``dst``."""
     dst = Path(dst)

@@ -6,6 +6,8 @@ archive job, so that every caller colorizes the same way.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -33,17 +35,26 @@ def predict_chroma(
 ) -> torch.Tensor:
     """Predicted chroma upsampled to ``size`` (default: the input's): ab ``(N, 2, h, w)`` for
     class models (annealed mean at ``temperature``), UV for regression models."""
+    return _upsample(_model_chroma(model, L, table, temperature), size or tuple(L.shape[-2:]))
+
+
+@torch.inference_mode()
+def _model_chroma(
+    model: nn.Module, L: torch.Tensor, table: ColorTable | None, temperature: float
+) -> torch.Tensor:
+    """Chroma at the model's output resolution (``H / output_stride``)."""
     out = model(L)
-    size = size or tuple(L.shape[-2:])
     if model.output_kind == "classes":
         if table is None:
             raise ValueError("a class model needs its colour table to decode")
-        chroma = table.decode(out["logits"].float(), "annealed", temperature)
-    else:
-        chroma = color.unit_to_uv_t(out["uv"].float())
-    if tuple(chroma.shape[-2:]) != tuple(size):
-        chroma = F.interpolate(chroma, size=size, mode="bilinear", align_corners=False)
-    return chroma
+        return table.decode(out["logits"].float(), "annealed", temperature)
+    return color.unit_to_uv_t(out["uv"].float())
+
+
+def _upsample(chroma: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(chroma.shape[-2:]) == tuple(size):
+        return chroma
+    return F.interpolate(chroma, size=size, mode="bilinear", align_corners=False)
 
 
 def recombine(L_full: torch.Tensor, chroma: torch.Tensor, kind: str) -> torch.Tensor:
@@ -65,6 +76,50 @@ def colorize_batch(
     return recombine(L, chroma, model.output_kind)
 
 
+def colorize_images(
+    model: nn.Module,
+    table: ColorTable | None,
+    images: Sequence[Image.Image],
+    size: int = 256,
+    temperature: float = 0.38,
+    batch_size: int = 8,
+) -> list[Image.Image]:
+    """Any PIL images (any sizes and modes) -> colorized images, each at its own size.
+
+    Each image is turned into its full-resolution L; the model sees a ``size`` x ``size``
+    version of it (``size`` a multiple of 16, the images batched ``batch_size`` at a time);
+    the predicted chroma is upsampled to that image's full resolution and joined with its own
+    L. Alpha, if any, is carried over unchanged. Deterministic for the same inputs."""
+    if size % 16:
+        raise ValueError(f"size must be a multiple of 16, got {size}")
+    device = next(model.parameters()).device
+    out: list[Image.Image] = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        fulls = [_lightness(im) for im in chunk]
+        small = torch.cat(
+            [
+                F.interpolate(L, size=(size, size), mode="bilinear", align_corners=False)
+                for L in fulls
+            ]
+        )
+        chromas = _model_chroma(model, small.to(device), table, temperature).cpu()
+        for im, L_full, chroma in zip(chunk, fulls, chromas, strict=True):
+            up = _upsample(chroma[None], tuple(L_full.shape[-2:]))
+            rgb = recombine(L_full, up, model.output_kind)[0].permute(1, 2, 0).numpy()
+            result = Image.fromarray(color.to_uint8(rgb), "RGB")
+            if "A" in im.getbands():
+                result.putalpha(im.getchannel("A"))
+            out.append(result)
+    return out
+
+
+def _lightness(im: Image.Image) -> torch.Tensor:
+    """PIL image (any mode) -> its L ``(1, 1, H, W)`` in [0, 100]."""
+    rgb = np.asarray(to_rgb8(im), dtype=np.float32) / 255.0
+    return rgb_to_model_input(torch.from_numpy(rgb).permute(2, 0, 1)[None])[0]
+
+
 def colorize_image(
     model: nn.Module,
     table: ColorTable | None,
@@ -72,21 +127,5 @@ def colorize_image(
     size: int = 256,
     temperature: float = 0.38,
 ) -> Image.Image:
-    """Any PIL image -> its colorized version at the input's own size and mode family.
-
-    The model sees a ``size`` x ``size`` grey version (``size`` a multiple of 16); the
-    predicted chroma is upsampled to the full resolution and joined with the input's own
-    full-resolution L. Alpha, if any, is carried over unchanged. Deterministic."""
-    if size % 16:
-        raise ValueError(f"size must be a multiple of 16, got {size}")
-    rgb = np.asarray(to_rgb8(im), dtype=np.float32) / 255.0
-    full = torch.from_numpy(rgb).permute(2, 0, 1)[None]
-    L_full, _ = rgb_to_model_input(full)
-    small = F.interpolate(L_full, size=(size, size), mode="bilinear", align_corners=False)
-    device = next(model.parameters()).device
-    chroma = predict_chroma(model, small.to(device), table, temperature, size=full.shape[-2:])
-    out = recombine(L_full, chroma.cpu(), model.output_kind)[0].permute(1, 2, 0).numpy()
-    result = Image.fromarray(color.to_uint8(out), "RGB")
-    if "A" in im.getbands():
-        result.putalpha(im.getchannel("A"))
-    return result
+    """One image: :func:`colorize_images` of a single image."""
+    return colorize_images(model, table, [im], size, temperature)[0]

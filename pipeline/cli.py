@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from colorization.shipped import DEFAULT_MODEL
 from colorization.tables import TableParams
 from pipeline.sources import StorageOptions
 
@@ -111,20 +112,26 @@ def train_cmd(
     typer.echo(json.dumps(result, indent=2, default=str))
 
 
+ModelOpt = Annotated[
+    str,
+    typer.Option("--model", "-m", help="a shipped model's name, a checkpoint or a run directory"),
+]
+
+
 @app.command("image")
 def image_cmd(
     inputs: Annotated[list[Path], typer.Argument(help="image files")],
-    model: Annotated[Path, typer.Option("--model", "-m", help="a checkpoint directory")],
+    model: ModelOpt = DEFAULT_MODEL,
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("colorized"),
     temperature: float = 0.38,
     size: Annotated[int, typer.Option(help="model input side (multiple of 16)")] = 256,
 ) -> None:
-    """Colorize image files with a checkpoint; outputs keep the inputs' sizes (PNG)."""
-    from colorization.checkpoint import load_model
+    """Colorize image files; outputs keep the inputs' sizes (PNG)."""
     from colorization.imageio import DecodeError, decode_image
-    from colorization.inference import colorize_image
+    from colorization.inference import colorize_images
+    from colorization.shipped import load
 
-    net, table = load_model(model)
+    net, table, _ = load(model)
     out.mkdir(parents=True, exist_ok=True)
     failed = 0
     for path in inputs:
@@ -135,10 +142,39 @@ def image_cmd(
             failed += 1
             continue
         dest = out / f"{path.stem}.png"
-        colorize_image(net, table, im, size, temperature).save(dest)
+        colorize_images(net, table, [im], size, temperature)[0].save(dest)
         typer.echo(f"{path} -> {dest}")
     if failed:
         raise typer.Exit(1)
+
+
+@app.command("eval")
+def eval_cmd(
+    sources: Annotated[list[str], typer.Argument(help="folders, globs, s3:// prefixes, COCO json")],
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("eval-out"),
+    models: Annotated[
+        str, typer.Option(help="comma-separated: shipped names, checkpoints, run dirs; label=path")
+    ] = DEFAULT_MODEL,
+    temperature: float = 0.38,
+    batch_size: int = 8,
+    limit: Annotated[int | None, typer.Option(help="evaluate at most this many images")] = None,
+    images_dir: Annotated[str | None, typer.Option(help="images of a COCO json")] = None,
+    endpoint_url: EndpointOpt = None,
+) -> None:
+    """Score models against the originals at 256x256 beside the grey baseline; HTML report."""
+    from pipeline.eval_stage import EvalConfig, run_eval
+
+    cfg = EvalConfig(
+        sources=list(sources),
+        out=str(out),
+        models=[m.strip() for m in models.split(",") if m.strip()],
+        temperature=temperature,
+        batch_size=batch_size,
+        limit=limit,
+        images_dir=images_dir,
+        storage=StorageOptions(endpoint_url=endpoint_url),
+    )
+    typer.echo(run_eval(cfg))
 
 
 @app.command("demo")

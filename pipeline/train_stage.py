@@ -16,7 +16,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from colorization import color
 from colorization.checkpoint import (
     CheckpointError,
+    checkpoints_newest_first,
     load_model,
     load_state_strict,
     load_training_state,
@@ -325,12 +326,6 @@ def _from_plain(d: dict[str, Any]) -> TrainConfig:
 
 
 # --- the driver -------------------------------------------------------------------------------
-def checkpoints_newest_first(run_dir: Path) -> list[Path]:
-    """The checkpoints under a run directory, highest step first."""
-    found = [(read_meta(m.parent).get("step", -1), m.parent) for m in run_dir.glob("*/meta.json")]
-    return [d for _, d in sorted(found, key=lambda x: -x[0])]
-
-
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The checkpoint with the highest step under a run directory (for resuming)."""
     found = checkpoints_newest_first(run_dir)
@@ -355,12 +350,27 @@ def _storage(cfg: TrainConfig):
     return cfg.storage_path[len("s3://") :], fs, Path(cfg.local_dir).resolve() / cfg.name
 
 
+def _with_absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    def absolute(p: str | None) -> str | None:
+        return p if p is None or "://" in p else str(Path(p).resolve())
+
+    return replace(
+        cfg,
+        data=absolute(cfg.data),
+        val_data=absolute(cfg.val_data),
+        tables=absolute(cfg.tables),
+        storage_path=absolute(cfg.storage_path),
+        local_dir=absolute(cfg.local_dir),
+    )
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run (or resume) a training run; returns the final metrics and checkpoint path."""
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    cfg = _with_absolute_paths(cfg)  # Ray Train workers run in another working directory
     storage, filesystem, run_dir = _storage(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")

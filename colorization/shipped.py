@@ -1,0 +1,66 @@
+"""Models that ship inside the package, and how a model argument is resolved.
+
+Every command that takes ``--model`` accepts a shipped model's name (``seg-starter``, the
+default), a checkpoint directory (``model.safetensors`` + ``classes.parquet`` + ``meta.json``)
+or a training run directory (its newest checkpoint). Each shipped model has a ``MODEL_CARD.md``
+beside its weights: data, steps, wall time, the command that trained it and its evaluation.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported only when a model is loaded: the CLI starts fast
+    import torch
+    from torch import nn
+
+    from colorization.tables import ColorTable
+
+DEFAULT_MODEL = "seg-starter"
+WEIGHTS = "model.safetensors"  # as colorization.checkpoint.WEIGHTS
+
+
+def models_dir() -> Path:
+    """The folder of shipped models inside the installed package."""
+    return Path(str(resources.files("colorization") / "assets" / "models"))
+
+
+def shipped_models() -> list[str]:
+    """Names of the models shipped with the package."""
+    d = models_dir()
+    return sorted(p.name for p in d.iterdir() if (p / WEIGHTS).exists()) if d.is_dir() else []
+
+
+def resolve_model(spec: str | Path | None = None) -> Path:
+    """A shipped model's name, a checkpoint directory or a run directory -> checkpoint path."""
+    from colorization.checkpoint import CheckpointError, checkpoints_newest_first
+
+    spec = str(spec or DEFAULT_MODEL)
+    shipped = models_dir() / spec
+    if "/" not in spec and (shipped / WEIGHTS).exists():
+        return shipped
+    p = Path(spec)
+    if (p / WEIGHTS).exists():
+        return p
+    if p.is_dir():
+        found = [c for c in checkpoints_newest_first(p) if (c / WEIGHTS).exists()]
+        if found:
+            return found[0]
+    names = ", ".join(shipped_models()) or "none"
+    raise CheckpointError(
+        f"no model {spec!r}: not a shipped model ({names}), a checkpoint directory "
+        f"(with {WEIGHTS}) or a training run directory with checkpoints"
+    )
+
+
+def load(
+    spec: str | Path | None = None, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, ColorTable | None, Path]:
+    """Resolve and load a model: (model in eval mode on ``device``, its table, its path)."""
+    from colorization.checkpoint import load_model
+
+    path = resolve_model(spec)
+    model, table = load_model(path, map_location=device)
+    return model.to(device), table, path

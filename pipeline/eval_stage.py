@@ -1,0 +1,286 @@
+"""Evaluation: the thesis' table, one row per model, beside the grey baseline.
+
+``evaluate(cfg)``: list the originals (folder, glob, ``s3://`` prefix or COCO json), skip the
+grey ones, bring each to 256x256 (:mod:`colorization.evaluation`), colorize its grey version
+with every model through the one inference path (:func:`colorize_images`), score it, and
+write to ``cfg.out``:
+- ``per_image.parquet``: one row per (image, model) with PSNR, SSIM and colourfulness, plus the
+  rows of the grey baseline and of the originals (colourfulness only), and one row per skipped
+  or unreadable input;
+- ``summary.json`` / ``summary.md``: the table (means per model, colourfulness gap to the
+  originals', seconds per image);
+- ``report.html``: self-contained (images inline): the table, before / after / original
+  thumbnails, the metric distributions and the ab histograms of outputs vs originals;
+- ``eval_config.yaml``: the configuration of the run.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from colorization.evaluation import (
+    AB_EDGES,
+    EVAL_SIZE,
+    ab_histogram,
+    grey_version,
+    make_truth,
+    score,
+)
+from colorization.imageio import DecodeError, decode_image
+from colorization.inference import colorize_images
+from colorization.metrics import colorfulness
+from colorization.shipped import DEFAULT_MODEL, load
+from pipeline.config import save_config
+from pipeline.sources import StorageOptions, list_sources, read_bytes
+
+GREY = "grey (ab=0)"
+ORIGINALS = "originals"
+METRICS = ("psnr", "ssim", "colorfulness")
+
+
+@dataclass
+class EvalConfig:
+    sources: list[str]
+    out: str
+    models: list[str] = field(default_factory=lambda: [DEFAULT_MODEL])
+    temperature: float = 0.38
+    batch_size: int = 8
+    limit: int | None = None
+    thumbnails: int = 16  # images shown in the report
+    images_dir: str | None = None
+    storage: StorageOptions = field(default_factory=StorageOptions)
+
+
+def _model_label(spec: str, path: Path, taken: set[str]) -> str:
+    """A short, unique row label: ``name=path`` gives ``name``; else the spec's last part."""
+    label = spec.split("=", 1)[0] if "=" in spec else Path(spec.rstrip("/")).name or str(path)
+    while label in taken:
+        label += "'"
+    return label
+
+
+def _load_truths(cfg: EvalConfig, rows: list[dict]) -> tuple[list[str], list]:
+    """(keys, truths) of the usable originals; skipped and broken inputs become rows."""
+    items = list_sources(cfg.sources, cfg.storage, cfg.images_dir)
+    keys, truths = [], []
+    for it in items:
+        if cfg.limit is not None and len(truths) >= cfg.limit:
+            break
+        try:
+            im = decode_image(read_bytes(it.uri, cfg.storage))
+        except (DecodeError, OSError) as e:
+            rows.append({"image": it.key, "model": "", "status": "error", "error": str(e)})
+            continue
+        truth = make_truth(im)
+        if truth is None:
+            rows.append({"image": it.key, "model": "", "status": "skipped", "error": "grey"})
+            continue
+        keys.append(it.key)
+        truths.append(truth)
+    if not truths:
+        raise FileNotFoundError(f"no colour originals to evaluate in {cfg.sources}")
+    return keys, truths
+
+
+def evaluate(cfg: EvalConfig) -> dict[str, Any]:
+    """Run the evaluation and write its files; returns the summary."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "eval_config.yaml")
+    rows: list[dict] = []
+    keys, truths = _load_truths(cfg, rows)
+    originals = [t.rgb for t in truths]
+    outputs: dict[str, list[np.ndarray]] = {GREY: [grey_version(t) for t in originals]}
+    seconds: dict[str, float] = {GREY: 0.0}
+    sources: dict[str, str] = {GREY: "", ORIGINALS: ""}
+    taken = {GREY, ORIGINALS}
+    for spec in cfg.models:
+        model, table, path = load(spec.split("=", 1)[-1])
+        label = _model_label(spec, path, taken)
+        taken.add(label)
+        sources[label] = str(path)
+        greys = [Image.fromarray(g) for g in outputs[GREY]]
+        t0 = time.perf_counter()
+        colored = colorize_images(model, table, greys, EVAL_SIZE, cfg.temperature, cfg.batch_size)
+        seconds[label] = time.perf_counter() - t0
+        outputs[label] = [np.asarray(c) for c in colored]
+    for label, images in outputs.items():
+        for key, truth, img in zip(keys, truths, images, strict=True):
+            rows.append(
+                {"image": key, "model": label, "status": "ok", "error": "", **score(truth.rgb, img)}
+            )
+    for key, truth in zip(keys, truths, strict=True):
+        c = colorfulness(truth.rgb)
+        rows.append({"image": key, "model": ORIGINALS, "status": "ok", "colorfulness": c})
+    pq.write_table(pa.Table.from_pylist(_complete(rows)), out / "per_image.parquet")
+    summary = _summary(rows, seconds, sources, len(keys), cfg)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.md").write_text(summary_markdown(summary) + "\n")
+    write_report(out / "report.html", summary, keys, originals, outputs, rows, cfg.thumbnails)
+    return summary
+
+
+def _complete(rows: list[dict]) -> list[dict]:
+    cols = ("image", "model", "status", "error", *METRICS)
+    return [{c: r.get(c) for c in cols} for r in rows]
+
+
+def _summary(rows, seconds, sources, n, cfg: EvalConfig) -> dict[str, Any]:
+    ok = [r for r in rows if r["status"] == "ok"]
+    orig = float(np.mean([r["colorfulness"] for r in ok if r["model"] == ORIGINALS]))
+    table = []
+    for label, path in sources.items():
+        if label == ORIGINALS:
+            continue
+        mine = [r for r in ok if r["model"] == label]
+        entry = {"model": label, "images": len(mine), "source": path}
+        for m in METRICS:
+            entry[m] = float(np.mean([r[m] for r in mine]))
+        entry["colorfulness_gap"] = entry["colorfulness"] - orig
+        entry["seconds_per_image"] = seconds[label] / max(1, len(mine))
+        table.append(entry)
+    return {
+        "protocol": (
+            f"{EVAL_SIZE}x{EVAL_SIZE} (bicubic resize of each original), grey input = its L; "
+            "PSNR over RGB (peak 255), SSIM 7x7 uniform window averaged over channels "
+            "(skimage), colourfulness of Hasler-Suesstrunk in its |rg|,|yb| form; grey "
+            "originals skipped: as the colorization papers evaluate"
+        ),
+        "sources": cfg.sources,
+        "temperature": cfg.temperature,
+        "images": n,
+        "skipped_grey": sum(r["status"] == "skipped" for r in rows),
+        "errors": sum(r["status"] == "error" for r in rows),
+        "originals_colorfulness": orig,
+        "rows": table,
+    }
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """The summary as a markdown table (what ``colorize eval`` prints)."""
+    lines = [
+        f"{summary['images']} images, {EVAL_SIZE}x{EVAL_SIZE}, temperature "
+        f"{summary['temperature']} ({summary['skipped_grey']} grey originals skipped, "
+        f"{summary['errors']} unreadable)",
+        "",
+        "| model | PSNR (dB) | SSIM | colourfulness | gap to originals | s/image |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in summary["rows"]:
+        lines.append(
+            f"| {r['model']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['colorfulness']:.2f} | "
+            f"{r['colorfulness_gap']:+.2f} | {r['seconds_per_image']:.3f} |"
+        )
+    lines.append(f"| {ORIGINALS} | | | {summary['originals_colorfulness']:.2f} | 0 | |")
+    return "\n".join(lines)
+
+
+# --- the HTML report ------------------------------------------------------------------------
+def _data_uri(im: Image.Image | np.ndarray, fmt: str = "JPEG") -> str:
+    if isinstance(im, np.ndarray):
+        im = Image.fromarray(im)
+    buf = io.BytesIO()
+    im.save(buf, fmt, quality=85) if fmt == "JPEG" else im.save(buf, fmt)
+    mime = "jpeg" if fmt == "JPEG" else "png"
+    return f"data:image/{mime};base64,{base64.b64encode(buf.getvalue()).decode()}"
+
+
+def _figure_uri(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return f"data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"
+
+
+def _plots(rows: list[dict], originals, outputs) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    labels = [m for m in outputs]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
+    for ax, m in zip(axes, METRICS, strict=True):
+        series = {
+            label: [r[m] for r in ok if r["model"] == label and np.isfinite(r.get(m) or np.nan)]
+            for label in ([*labels, ORIGINALS] if m == "colorfulness" else labels)
+        }
+        bins = np.histogram_bin_edges(np.concatenate(list(series.values())), 25)
+        for label, vals in series.items():
+            ax.hist(vals, bins=bins, histtype="step", linewidth=1.5, label=label)
+        ax.set_title(m)
+    axes[-1].legend(fontsize=7)
+    dist = _figure_uri(fig)
+
+    panels = [(ORIGINALS, originals)] + [(k, v) for k, v in outputs.items() if k != GREY]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), squeeze=False)
+    extent = [AB_EDGES[0], AB_EDGES[-1], AB_EDGES[0], AB_EDGES[-1]]
+    for ax, (label, images) in zip(axes[0], panels, strict=True):
+        hist = sum(ab_histogram(im) for im in images)
+        ax.imshow(np.log10(hist.T + 1), origin="lower", extent=extent, cmap="magma")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("a")
+    axes[0][0].set_ylabel("b")
+    fig.suptitle("ab histogram of output pixels (log10 count)")
+    return [dist, _figure_uri(fig)]
+
+
+def write_report(path, summary, keys, originals, outputs, rows, n_thumbs: int) -> Path:
+    """A self-contained HTML report (images and plots inline as data URIs)."""
+    esc = html.escape
+    head = "".join(f"<th>{esc(k)}</th>" for k in [*outputs, ORIGINALS])
+    body = []
+    for i in range(min(n_thumbs, len(keys))):
+        cells = [outputs[k][i] for k in outputs] + [originals[i]]
+        imgs = "".join(
+            f'<td><img src="{_data_uri(Image.fromarray(c).resize((160, 160)))}"></td>'
+            for c in cells
+        )
+        body.append(f"<tr><td>{esc(keys[i])}</td>{imgs}</tr>")
+    table_rows = "".join(
+        f"<tr><td>{esc(r['model'])}</td><td>{r['psnr']:.2f}</td><td>{r['ssim']:.4f}</td>"
+        f"<td>{r['colorfulness']:.2f}</td><td>{r['colorfulness_gap']:+.2f}</td>"
+        f"<td>{r['seconds_per_image']:.3f}</td><td>{esc(r['source'])}</td></tr>"
+        for r in summary["rows"]
+    )
+    dist, abh = _plots(rows, originals, outputs)
+    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>Colorization evaluation</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:3px 6px;font-size:13px}}img{{display:block}}</style>
+</head><body><h1>Colorization evaluation</h1>
+<p>{esc(summary["protocol"])}.</p>
+<p>{summary["images"]} images from {esc(", ".join(summary["sources"]))}; temperature
+{summary["temperature"]}; {summary["skipped_grey"]} grey originals skipped,
+{summary["errors"]} unreadable.</p>
+<table><tr><th>model</th><th>PSNR (dB)</th><th>SSIM</th><th>colourfulness</th>
+<th>gap to originals</th><th>s/image</th><th>checkpoint</th></tr>{table_rows}
+<tr><td>{ORIGINALS}</td><td></td><td></td><td>{summary["originals_colorfulness"]:.2f}</td>
+<td>0</td><td></td><td></td></tr></table>
+<h2>Metric distributions</h2><img src="{dist}">
+<h2>Colours produced</h2><img src="{abh}">
+<h2>Before / after / original</h2>
+<table><tr><th>image</th>{head}</tr>{"".join(body)}</table>
+</body></html>"""
+    Path(path).write_text(doc)
+    return Path(path)
+
+
+def run_eval(cfg: EvalConfig) -> str:
+    """Evaluate, then return the markdown table and where the files are."""
+    summary = evaluate(cfg)
+    return f"{summary_markdown(summary)}\n\nreport: {Path(cfg.out) / 'report.html'}"
