@@ -177,14 +177,30 @@ def eval_cmd(
     typer.echo(run_eval(cfg))
 
 
+@app.command("export-model")
+def export_cmd(
+    src: Annotated[str, typer.Argument(help="a checkpoint or a training run directory")],
+    dest: Annotated[Path, typer.Argument(help="the model directory to write")],
+    eval_dir: Annotated[
+        Path | None, typer.Option("--eval", help="a `colorize eval` output for the card")
+    ] = None,
+    command: Annotated[str | None, typer.Option(help="the command that trained it")] = None,
+) -> None:
+    """Copy a checkpoint's inference files with a generated MODEL_CARD.md (for shipping)."""
+    from pipeline.export import export_model
+
+    typer.echo(export_model(src, dest, eval_dir, command))
+
+
 @app.command("demo")
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("demo-out"),
+    model: ModelOpt = DEFAULT_MODEL,
 ) -> None:
     """The main job on its embedded default: sample photos, local Ray, local files."""
     from pipeline.demo import run_demo
 
-    typer.echo(run_demo(out))
+    typer.echo(run_demo(out, model))
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from colorization.evaluation import (
 from colorization.imageio import DecodeError, decode_image
 from colorization.inference import colorize_images
 from colorization.metrics import colorfulness
-from colorization.shipped import DEFAULT_MODEL, load
+from colorization.shipped import DEFAULT_MODEL, load, resolve_model
 from pipeline.config import save_config
 from pipeline.sources import StorageOptions, list_sources, read_bytes
 
@@ -99,6 +99,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "eval_config.yaml")
+    for spec in cfg.models:  # a wrong model name fails before any image is read
+        resolve_model(spec.split("=", 1)[-1])
     rows: list[dict] = []
     keys, truths = _load_truths(cfg, rows)
     originals = [t.rgb for t in truths]
