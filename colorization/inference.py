@@ -35,14 +35,14 @@ def predict_chroma(
 ) -> torch.Tensor:
     """Predicted chroma upsampled to ``size`` (default: the input's): ab ``(N, 2, h, w)`` for
     class models (annealed mean at ``temperature``), UV for regression models."""
-    return _upsample(_model_chroma(model, L, table, temperature), size or tuple(L.shape[-2:]))
+    return _upsample(model_chroma(model, L, table, temperature), size or tuple(L.shape[-2:]))
 
 
 @torch.inference_mode()
-def _model_chroma(
+def model_chroma(
     model: nn.Module, L: torch.Tensor, table: ColorTable | None, temperature: float
 ) -> torch.Tensor:
-    """Chroma at the model's output resolution (``H / output_stride``)."""
+    """Chroma (ab or UV) at the model's output resolution ``(N, 2, H / stride, W / stride)``."""
     out = model(L)
     if model.output_kind == "classes":
         if table is None:
@@ -86,38 +86,45 @@ def colorize_images(
 ) -> list[Image.Image]:
     """Any PIL images (any sizes and modes) -> colorized images, each at its own size.
 
-    Each image is turned into its full-resolution L; the model sees a ``size`` x ``size``
-    version of it (``size`` a multiple of 16, the images batched ``batch_size`` at a time);
-    the predicted chroma is upsampled to that image's full resolution and joined with its own
-    L. Alpha, if any, is carried over unchanged. Deterministic for the same inputs."""
-    if size % 16:
-        raise ValueError(f"size must be a multiple of 16, got {size}")
+    The three steps, which the archive job runs as separate stages:
+    :func:`lightness` (each image's full-resolution L and the ``size`` x ``size`` L the model
+    sees), :func:`model_chroma` (batched, ``batch_size`` at a time) and :func:`finish` (the
+    chroma upsampled to the image's full resolution, joined with its own L; alpha kept).
+    Deterministic for the same inputs."""
     device = next(model.parameters()).device
     out: list[Image.Image] = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
-        fulls = [_lightness(im) for im in chunk]
-        small = torch.cat(
-            [
-                F.interpolate(L, size=(size, size), mode="bilinear", align_corners=False)
-                for L in fulls
-            ]
-        )
-        chromas = _model_chroma(model, small.to(device), table, temperature).cpu()
+        fulls, smalls = zip(*(lightness(im, size) for im in chunk), strict=True)
+        chromas = model_chroma(model, torch.cat(smalls).to(device), table, temperature).cpu()
         for im, L_full, chroma in zip(chunk, fulls, chromas, strict=True):
-            up = _upsample(chroma[None], tuple(L_full.shape[-2:]))
-            rgb = recombine(L_full, up, model.output_kind)[0].permute(1, 2, 0).numpy()
-            result = Image.fromarray(color.to_uint8(rgb), "RGB")
-            if "A" in im.getbands():
-                result.putalpha(im.getchannel("A"))
-            out.append(result)
+            alpha = im.getchannel("A") if "A" in im.getbands() else None
+            out.append(finish(L_full, chroma, model.output_kind, alpha))
     return out
 
 
-def _lightness(im: Image.Image) -> torch.Tensor:
-    """PIL image (any mode) -> its L ``(1, 1, H, W)`` in [0, 100]."""
+def lightness(im: Image.Image, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """PIL image (any mode) -> (its L ``(1, 1, H, W)`` in [0, 100], that L resized to
+    ``(1, 1, size, size)`` for the model; ``size`` a multiple of 16)."""
+    if size % 16:
+        raise ValueError(f"size must be a multiple of 16, got {size}")
     rgb = np.asarray(to_rgb8(im), dtype=np.float32) / 255.0
-    return rgb_to_model_input(torch.from_numpy(rgb).permute(2, 0, 1)[None])[0]
+    L_full = rgb_to_model_input(torch.from_numpy(rgb).permute(2, 0, 1)[None])[0]
+    small = F.interpolate(L_full, size=(size, size), mode="bilinear", align_corners=False)
+    return L_full, small
+
+
+def finish(
+    L_full: torch.Tensor, chroma: torch.Tensor, kind: str, alpha: Image.Image | None = None
+) -> Image.Image:
+    """An image's own L ``(1, 1, H, W)`` + the model's chroma ``(2, h, w)`` -> 8-bit RGB (RGBA
+    with ``alpha``) PIL image of size W x H."""
+    up = _upsample(chroma[None].float(), tuple(L_full.shape[-2:]))
+    rgb = recombine(L_full, up, kind)[0].permute(1, 2, 0).numpy()
+    result = Image.fromarray(color.to_uint8(rgb), "RGB")
+    if alpha is not None:
+        result.putalpha(alpha)
+    return result
 
 
 def colorize_image(

@@ -88,6 +88,30 @@ def read_bytes(uri: str, storage: StorageOptions = StorageOptions()) -> bytes:
         return f.read()
 
 
+def write_bytes(uri: str, data: bytes, storage: StorageOptions = StorageOptions()) -> None:
+    """Write a local file or an S3 object whole: readers never see a half-written output (a
+    local file is written beside its destination, then renamed; an S3 PUT is atomic)."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        s3_client(storage).put_object(Bucket=bucket, Key=key, Body=data)
+        return
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name[:200]}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def join_uri(root: str, key: str) -> str:
+    """``root`` (folder or ``s3://bucket/prefix``) joined with a relative key; refuses keys
+    that would land outside ``root`` (absolute, ``..``, empty)."""
+    parts = key.replace("\\", "/").split("/")
+    if not key.strip("/") or key.startswith("/") or ".." in parts or ":" in parts[0]:
+        raise ValueError(f"key {key!r} would write outside the destination")
+    return f"{root.rstrip('/')}/{key}"
+
+
 def _visible(rel: str) -> bool:
     return not any(part.startswith(".") for part in Path(rel).parts)
 
@@ -177,12 +201,54 @@ def is_coco_annotation(src: str) -> bool:
     return src.endswith(".json") and not is_s3(src) and os.path.isfile(src)
 
 
+MANIFEST_COLUMNS = ("uri", "source_uri", "url", "path", "key")
+
+
+def is_manifest(src: str) -> bool:
+    return src.lower().endswith((".parquet", ".csv"))
+
+
+def _list_manifest(src: str, storage: StorageOptions) -> Iterator[Item]:
+    """A parquet or CSV file with a column of URIs (``uri``, ``source_uri``, ``url``, ``path``
+    or its only column); relative paths are relative to the manifest's folder. Keys are the
+    URIs' paths below their longest common folder."""
+    import io
+
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    data = io.BytesIO(read_bytes(src, storage))
+    table = pq.read_table(data) if src.lower().endswith(".parquet") else pacsv.read_csv(data)
+    names = [c for c in MANIFEST_COLUMNS if c in table.column_names]
+    if not names and table.num_columns != 1:
+        raise ValueError(
+            f"manifest {src}: no URI column (one of {', '.join(MANIFEST_COLUMNS)}) among "
+            f"{table.column_names}"
+        )
+    column = table.column(names[0] if names else 0).to_pylist()
+    base = src.rsplit("/", 1)[0] if "/" in src else "."
+    uris = []
+    for u in column:
+        if u is None or not str(u).strip():
+            continue
+        u = str(u).strip()
+        uris.append(u if is_s3(u) or os.path.isabs(u) else f"{base}/{u}")
+    paths = [split_s3(u)[1] if is_s3(u) else os.path.normpath(u) for u in uris]
+    common = os.path.dirname(os.path.commonprefix(paths)) if len(paths) > 1 else ""
+    if len(paths) == 1:
+        common = os.path.dirname(paths[0])
+    for uri, path in zip(uris, paths, strict=True):
+        yield Item(uri, path[len(common) :].lstrip("/") if common else path.lstrip("/"))
+
+
 def list_items(
     src: str, storage: StorageOptions = StorageOptions(), images_dir: str | None = None
 ) -> list[Item]:
     """All inputs of one source, sorted by key. A folder lists every visible file (a file that
     is not an image becomes an error row downstream, never a silent skip)."""
-    if is_s3(src):
+    if is_manifest(src):
+        items = list(_list_manifest(src, storage))
+    elif is_s3(src):
         items = list(_list_s3(src, storage))
     elif is_coco_annotation(src):
         items = list(_list_coco(Path(src), Path(images_dir) if images_dir else None))
