@@ -177,6 +177,51 @@ def eval_cmd(
     typer.echo(run_eval(cfg))
 
 
+@app.command("run")
+def run_cmd(
+    src: Annotated[str, typer.Argument(help="folder, glob, s3://bucket/prefix, or a manifest")],
+    dst: Annotated[str, typer.Argument(help="folder or s3://bucket/prefix")],
+    model: ModelOpt = DEFAULT_MODEL,
+    format: Annotated[str, typer.Option(help="jpeg | png | webp")] = "jpeg",
+    quality: int = 90,
+    temperature: float = 0.38,
+    batch_size: int = 8,
+    workers: Annotated[int, typer.Option(help="model actors")] = 1,
+    gpus_per_worker: float = 0.0,
+    cpus_per_worker: float = 0.5,
+    limit: Annotated[int | None, typer.Option(help="only the first N inputs")] = None,
+    resume: Annotated[bool, typer.Option(help="skip inputs DST's manifest has as ok")] = False,
+    max_pixels: Annotated[int, typer.Option(help="refuse larger images")] = 100_000_000,
+    endpoint_url: EndpointOpt = None,
+    allow_errors: Annotated[bool, typer.Option(help="exit 0 even if inputs failed")] = False,
+    progress: bool = True,
+) -> None:
+    """Colorize an archive into DST with a manifest row per input (Ray Data)."""
+    from pipeline.run_stage import RunConfig, run
+
+    cfg = RunConfig(
+        src=src,
+        dst=dst,
+        model=model,
+        format=format,
+        quality=quality,
+        temperature=temperature,
+        batch_size=batch_size,
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        cpus_per_worker=cpus_per_worker,
+        limit=limit,
+        resume=resume,
+        max_pixels=max_pixels,
+        storage=StorageOptions(endpoint_url=endpoint_url),
+        progress=progress,
+    )
+    summary = run(cfg)
+    typer.echo(json.dumps(summary, indent=2))
+    if summary["error"] and not allow_errors:
+        raise typer.Exit(1)
+
+
 @app.command("export-model")
 def export_cmd(
     src: Annotated[str, typer.Argument(help="a checkpoint or a training run directory")],

@@ -1,0 +1,446 @@
+"""Stage 3: mass colorization of an archive (Ray Data), resumable, one manifest row per input.
+
+list SRC (folder, glob, ``s3://`` prefix, parquet/CSV manifest) -> plan (output key per
+input; keys outside DST refused, colliding outputs skipped; with ``resume``, inputs already
+finished in DST's manifest are carried over) -> Ray Data:
+
+1. ``_Decode`` (tasks): read bytes (retried by botocore), decode safely (pixel limit, EXIF
+   orientation), the image's full-resolution L and the ``size`` x ``size`` L the model sees;
+2. ``Colorizer`` (an actor pool; the model is loaded once per actor; CPU or GPU; batched):
+   the chroma at the model's resolution;
+3. ``_Finish`` (tasks): chroma upsampled and joined with the image's own L, alpha kept where
+   the format holds it, encoded, written whole (temp file + rename, or one S3 PUT);
+
+-> the driver collects one row per input and writes manifest shards ``DST/_manifest/
+shard-<run>-<n>.parquet``, each followed by its completion marker ``.json`` (img2dataset's
+convention); at the end ``DST/manifest.parquet`` holds exactly one row per listed input.
+Every failure is a row (status ``error`` and the reason), never a crashed job; a killed worker
+is retried by Ray (actors restart, tasks re-run) and its rows are not lost.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import yaml
+from PIL import Image
+
+from colorization.imageio import DEFAULT_MAX_PIXELS, decode_image
+from colorization.inference import finish, lightness, model_chroma
+from colorization.metrics import colorfulness
+from colorization.shipped import DEFAULT_MODEL
+from pipeline.sources import (
+    Item,
+    StorageOptions,
+    is_s3,
+    join_uri,
+    list_items,
+    read_bytes,
+    write_bytes,
+)
+
+FORMATS = {"jpeg": ("JPEG", ".jpg"), "png": ("PNG", ".png"), "webp": ("WEBP", ".webp")}
+MANIFEST_DIR = "_manifest"
+MANIFEST = "manifest.parquet"
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("source_uri", pa.string()),
+        ("output_uri", pa.string()),
+        ("status", pa.string()),  # ok / error / skipped
+        ("error", pa.string()),
+        ("width", pa.int64()),
+        ("height", pa.int64()),
+        ("mode", pa.string()),
+        ("model_id", pa.string()),
+        ("tables_fingerprint", pa.string()),
+        ("seconds", pa.float64()),  # this input's share of decode + model + finish time
+        ("colorfulness", pa.float64()),  # of the output (Hasler-Suesstrunk, |rg|,|yb| form)
+        ("run_id", pa.string()),
+    ]
+)
+
+
+@dataclass
+class RunConfig:
+    """One archive run; saved as ``DST/_manifest/run-<id>.yaml``."""
+
+    src: str
+    dst: str
+    model: str = DEFAULT_MODEL
+    format: str = "jpeg"  # jpeg | png | webp
+    quality: int = 90
+    temperature: float = 0.38
+    size: int = 256  # the model's input side
+    batch_size: int = 8
+    workers: int = 1  # model actors
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 0.5  # fractional: the read and write tasks need CPUs too
+    threads_per_worker: int = 0  # torch threads per actor (0: the machine's cores)
+    cpus_per_task: float = 0.5  # decode and finish tasks
+    limit: int | None = None
+    resume: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    shard_size: int = 256  # manifest rows per shard
+    storage: StorageOptions = field(default_factory=StorageOptions)  # SRC and DST
+    progress: bool = True
+
+
+def _row(source_uri: str, output_uri: str = "", **kw: Any) -> dict[str, Any]:
+    row = {f.name: None for f in MANIFEST_SCHEMA}
+    row.update(source_uri=source_uri, output_uri=output_uri, status="ok", error="", **kw)
+    return row
+
+
+# --- plan -------------------------------------------------------------------------------------
+def output_key(key: str, fmt: str) -> str:
+    """The output's key: the input's relative key with the format's extension."""
+    p = PurePosixPath(key)
+    return str(p.with_suffix(FORMATS[fmt][1])) if p.suffix else key + FORMATS[fmt][1]
+
+
+def plan(items: list[Item], cfg: RunConfig) -> tuple[list[dict], list[dict]]:
+    """(rows to process, rows already decided: refused keys and colliding outputs)."""
+    todo, decided, taken = [], [], {}
+    for it in items:
+        try:
+            out = join_uri(cfg.dst, output_key(it.key, cfg.format))
+        except ValueError as e:
+            decided.append(_row(it.uri, status="error", error=str(e)))
+            continue
+        if out in taken:
+            decided.append(
+                _row(it.uri, status="skipped", error=f"output {out} is also that of {taken[out]}")
+            )
+            continue
+        taken[out] = it.uri
+        todo.append({"source_uri": it.uri, "output_uri": out})
+    return todo, decided
+
+
+# --- manifest shards --------------------------------------------------------------------------
+def _manifest_uri(cfg: RunConfig, name: str) -> str:
+    return f"{cfg.dst.rstrip('/')}/{MANIFEST_DIR}/{name}"
+
+
+def _table_bytes(rows: list[dict]) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), buf)
+    return buf.getvalue()
+
+
+def write_shard(cfg: RunConfig, run_id: str, n: int, rows: list[dict]) -> str:
+    """A shard of manifest rows, then its completion marker (readers trust marked shards)."""
+    name = f"shard-{run_id}-{n:05d}"
+    write_bytes(_manifest_uri(cfg, f"{name}.parquet"), _table_bytes(rows), cfg.storage)
+    stats = {"rows": len(rows), **Counter(r["status"] for r in rows)}
+    write_bytes(_manifest_uri(cfg, f"{name}.json"), json.dumps(stats).encode(), cfg.storage)
+    return name
+
+
+def finished_rows(cfg: RunConfig) -> dict[str, dict]:
+    """The newest row per source URI over DST's completed manifest shards."""
+    try:
+        listed = list_items(_manifest_uri(cfg, ""), cfg.storage)
+    except FileNotFoundError:
+        return {}
+    uris = {it.uri for it in listed}
+    rows: dict[str, dict] = {}
+    shards = sorted(u for u in uris if u.endswith(".parquet") and u[:-8] + ".json" in uris)
+    for uri in shards:  # run ids sort in time order: newer rows replace older ones
+        table = pq.read_table(io.BytesIO(read_bytes(uri, cfg.storage)))
+        for r in table.to_pylist():
+            rows[r["source_uri"]] = r
+    return rows
+
+
+def _clear_manifest(cfg: RunConfig) -> None:
+    if is_s3(cfg.dst):
+        from pipeline.sources import s3_client, split_s3
+
+        bucket, prefix = split_s3(_manifest_uri(cfg, ""))
+        client = s3_client(cfg.storage)
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                client.delete_object(Bucket=bucket, Key=obj["Key"])
+    else:
+        d = os.path.join(cfg.dst, MANIFEST_DIR)
+        if os.path.isdir(d):
+            for name in os.listdir(d):
+                if name.startswith("shard-"):
+                    os.remove(os.path.join(d, name))
+
+
+# --- the Ray Data stages ----------------------------------------------------------------------
+def _rows_of(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    keys = list(batch)
+    return [dict(zip(keys, vals, strict=True)) for vals in zip(*batch.values(), strict=True)]
+
+
+def _columns(rows: list[dict[str, Any]], keys: list[str]) -> dict[str, list]:
+    return {k: [r[k] for r in rows] for k in keys}
+
+
+_EMPTY = np.zeros((0, 0), np.float32)
+_PASS = ["source_uri", "output_uri", "status", "error", "width", "height", "mode", "seconds"]
+
+
+class _Decode:
+    """Read + decode + L (tasks). Failed rows carry their error and empty arrays."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        torch.set_num_threads(1)
+        out = []
+        for r in _rows_of(batch):
+            t0 = time.perf_counter()
+            row = {**_row(r["source_uri"], r["output_uri"]), "L": _EMPTY, "small": None}
+            row["alpha"] = b""
+            try:
+                im = decode_image(
+                    read_bytes(r["source_uri"], self.cfg.storage), self.cfg.max_pixels
+                )
+                row.update(width=im.width, height=im.height, mode=im.mode)
+                L, small = lightness(im, self.cfg.size)
+                row.update(L=L[0, 0].numpy(), small=small[0, 0].numpy())
+                if "A" in im.getbands() and self.cfg.format != "jpeg":
+                    row["alpha"] = im.getchannel("A").tobytes()
+            except Exception as e:  # noqa: BLE001 - every input gets a row
+                row.update(status="error", error=_message(e, "read/decode"))
+            if row["small"] is None:
+                row["small"] = np.zeros((self.cfg.size, self.cfg.size), np.float32)
+            row["seconds"] = time.perf_counter() - t0
+            out.append(row)
+        return _columns(out, [*_PASS, "L", "small", "alpha"])
+
+
+def _message(e: BaseException, stage: str) -> str:
+    text = str(e) or type(e).__name__
+    return text if type(e).__name__ == "DecodeError" else f"{stage}: {type(e).__name__}: {text}"
+
+
+class Colorizer:
+    """The model stage: one model per actor, batched; the chroma at the model's resolution."""
+
+    def __init__(self, cfg: RunConfig):
+        from colorization.shipped import load
+
+        self.cfg = cfg
+        use_gpu = cfg.gpus_per_worker > 0 and torch.cuda.is_available()
+        self.device = torch.device("cuda" if use_gpu else "cpu")
+        torch.set_num_threads(cfg.threads_per_worker or os.cpu_count() or 1)
+        self.model, self.table, _ = load(cfg.model, self.device)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        ok = [i for i, s in enumerate(batch["status"]) if s == "ok"]
+        n = len(batch["status"])
+        chroma: list[np.ndarray] = [np.zeros((2, 0, 0), np.float32)] * n
+        status, error = list(batch["status"]), list(batch["error"])
+        if ok:
+            small = torch.from_numpy(np.stack([batch["small"][i] for i in ok]))[:, None]
+            try:
+                pred = model_chroma(
+                    self.model, small.to(self.device), self.table, self.cfg.temperature
+                )
+                for j, i in enumerate(ok):
+                    chroma[i] = pred[j].float().cpu().numpy()
+            except Exception as e:  # noqa: BLE001 - e.g. out of GPU memory: the rows say so
+                for i in ok:
+                    status[i], error[i] = "error", _message(e, "model")
+        share = (time.perf_counter() - t0) / max(1, len(ok))
+        out = {k: batch[k] for k in _PASS if k not in ("status", "error", "seconds")}
+        seconds = [s + (share if i in ok else 0.0) for i, s in enumerate(batch["seconds"])]
+        return {
+            **out,
+            "status": status,
+            "error": error,
+            "seconds": seconds,
+            "L": batch["L"],
+            "alpha": batch["alpha"],
+            "chroma": chroma,
+        }
+
+
+class _Finish:
+    """Recombine at full resolution, encode, write whole; the manifest row (tasks)."""
+
+    def __init__(self, cfg: RunConfig, model_id: str, fingerprint: str, kind: str):
+        self.cfg, self.model_id, self.fingerprint, self.kind = cfg, model_id, fingerprint, kind
+        self.run_id = ""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        torch.set_num_threads(1)
+        out = []
+        for r in _rows_of(batch):
+            t0 = time.perf_counter()
+            row = {k: r[k] for k in _PASS}
+            row.update(model_id=self.model_id, tables_fingerprint=self.fingerprint)
+            if row["status"] == "ok":
+                try:
+                    row["colorfulness"] = self._write(r)
+                except Exception as e:  # noqa: BLE001 - every input gets a row
+                    row.update(status="error", error=_message(e, "write"))
+            row["seconds"] = float(row["seconds"]) + time.perf_counter() - t0
+            if row["status"] != "ok":
+                row["output_uri"] = ""
+            out.append(row)
+        return _columns(out, [f.name for f in MANIFEST_SCHEMA if f.name != "run_id"])
+
+    def _write(self, r: dict[str, Any]) -> float:
+        L = torch.from_numpy(np.ascontiguousarray(r["L"], np.float32))[None, None]
+        alpha = None
+        if len(r["alpha"]):
+            alpha = Image.frombytes("L", (int(r["width"]), int(r["height"])), bytes(r["alpha"]))
+        im = finish(L, torch.from_numpy(np.asarray(r["chroma"], np.float32)), self.kind, alpha)
+        fmt = FORMATS[self.cfg.format][0]
+        buf = io.BytesIO()
+        if fmt == "PNG":
+            im.save(buf, fmt, compress_level=1)
+        else:
+            im.save(buf, fmt, quality=self.cfg.quality)
+        write_bytes(r["output_uri"], buf.getvalue(), self.cfg.storage)
+        return colorfulness(np.asarray(im.convert("RGB"))[::2, ::2])
+
+
+# --- the job ----------------------------------------------------------------------------------
+def _model_facts(spec: str) -> tuple[str, str, str]:
+    """(model id, tables fingerprint, output kind) read from the checkpoint's header."""
+    from colorization.checkpoint import read_header
+    from colorization.models import create_model
+    from colorization.shipped import models_dir, resolve_model
+
+    path = resolve_model(spec)
+    header = read_header(path)
+    kind = create_model(header["model"], **json.loads(header["model_config"])).output_kind
+    model_id = path.name if path.parent == models_dir() else str(path)
+    return model_id, header.get("tables_fingerprint", ""), kind
+
+
+def run(cfg: RunConfig) -> dict[str, Any]:
+    """Colorize SRC into DST; returns the summary (also ``DST/_manifest/summary.json``)."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    from pipeline.config import to_dict
+
+    if cfg.format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
+    if cfg.src.rstrip("/") == cfg.dst.rstrip("/"):
+        raise ValueError("SRC and DST must differ: outputs would be listed as inputs next time")
+    t_start = time.perf_counter()
+    run_id = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
+    model_id, fingerprint, kind = _model_facts(cfg.model)
+    items = list_items(cfg.src, cfg.storage)
+    if cfg.limit is not None:
+        items = items[: cfg.limit]
+    todo, decided = plan(items, cfg)
+    carried: dict[str, dict] = {}
+    if cfg.resume:
+        done = finished_rows(cfg)
+        carried = {
+            r["source_uri"]: done[r["source_uri"]]
+            for r in todo
+            if done.get(r["source_uri"], {}).get("status") == "ok"
+        }
+        todo = [r for r in todo if r["source_uri"] not in carried]
+    else:
+        _clear_manifest(cfg)
+    write_bytes(
+        _manifest_uri(cfg, f"run-{run_id}.yaml"),
+        yaml.safe_dump(to_dict(cfg), sort_keys=False).encode(),
+        cfg.storage,
+    )
+
+    new_rows = [dict(r, model_id=model_id, run_id=run_id) for r in decided]
+    n_shard = 0
+    for i in range(0, len(new_rows), cfg.shard_size):
+        write_shard(cfg, run_id, n_shard, new_rows[i : i + cfg.shard_size])
+        n_shard += 1
+    if todo:
+        ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        n_blocks = max(1, min(-(-len(todo) // cfg.batch_size), 10_000))
+        ds = ray.data.from_items(todo, override_num_blocks=n_blocks)
+        decode, fin = _Decode(cfg), _Finish(cfg, model_id, fingerprint, kind)
+        ds = ds.map_batches(
+            lambda b: decode(b),
+            batch_size=cfg.batch_size,
+            num_cpus=cfg.cpus_per_task,
+            batch_format="numpy",
+        )
+        ds = ds.map_batches(
+            Colorizer,
+            fn_constructor_kwargs={"cfg": cfg},
+            compute=ActorPoolStrategy(size=cfg.workers),
+            batch_size=cfg.batch_size,
+            num_cpus=cfg.cpus_per_worker,
+            num_gpus=cfg.gpus_per_worker,
+            batch_format="numpy",
+        )
+        ds = ds.map_batches(
+            lambda b: fin(b),
+            batch_size=cfg.batch_size,
+            num_cpus=cfg.cpus_per_task,
+            batch_format="numpy",
+        )
+        new_rows += _collect(ds, cfg, run_id, len(todo), n_shard)
+    rows = list(carried.values()) + new_rows
+    write_bytes(f"{cfg.dst.rstrip('/')}/{MANIFEST}", _table_bytes(rows), cfg.storage)
+    elapsed = time.perf_counter() - t_start
+    counts = Counter(r["status"] for r in rows)
+    summary = {
+        "run_id": run_id,
+        "listed": len(items),
+        "processed": len(todo),
+        "carried_over": len(carried),
+        **{s: counts.get(s, 0) for s in ("ok", "error", "skipped")},
+        "seconds": round(elapsed, 2),
+        "images_per_s": round(len(todo) / elapsed, 2) if elapsed else None,
+        "manifest": f"{cfg.dst.rstrip('/')}/{MANIFEST}",
+        "model_id": model_id,
+    }
+    write_bytes(
+        _manifest_uri(cfg, "summary.json"), json.dumps(summary, indent=2).encode(), cfg.storage
+    )
+    return summary
+
+
+def _collect(ds, cfg: RunConfig, run_id: str, total: int, n_shard: int) -> list[dict]:
+    """Stream the rows to the driver, writing a manifest shard every ``shard_size`` rows."""
+    from tqdm import tqdm
+
+    rows: list[dict] = []
+    pending: list[dict] = []
+    counts: Counter = Counter()
+    bar = tqdm(total=total, unit="img", disable=not cfg.progress, smoothing=0.1)
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for r in batch.to_pylist():
+            r["run_id"] = run_id
+            pending.append(r)
+            counts[r["status"]] += 1
+        bar.update(batch.num_rows)
+        bar.set_postfix(counts)
+        while len(pending) >= cfg.shard_size:
+            write_shard(cfg, run_id, n_shard, pending[: cfg.shard_size])
+            rows += pending[: cfg.shard_size]
+            pending = pending[cfg.shard_size :]
+            n_shard += 1
+    bar.close()
+    if pending:
+        write_shard(cfg, run_id, n_shard, pending)
+        rows += pending
+    return rows
