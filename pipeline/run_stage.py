@@ -98,7 +98,8 @@ class RunConfig:
 
 def _row(source_uri: str, output_uri: str = "", **kw: Any) -> dict[str, Any]:
     row = {f.name: None for f in MANIFEST_SCHEMA}
-    row.update(source_uri=source_uri, output_uri=output_uri, status="ok", error="", **kw)
+    row.update({"source_uri": source_uri, "output_uri": output_uri, "status": "ok", "error": ""})
+    row.update(kw)
     return row
 
 
@@ -226,6 +227,23 @@ class _Decode:
         return _columns(out, [*_PASS, "L", "small", "alpha"])
 
 
+def _clean(row: dict[str, Any]) -> dict[str, Any]:
+    """Values back to the manifest's types (numpy batches turn a missing value into NaN)."""
+    out = {}
+    for k, v in row.items():
+        missing = v is None or (isinstance(v, (float, np.floating)) and np.isnan(v))
+        t = MANIFEST_SCHEMA.field(k).type
+        if missing:
+            out[k] = None
+        elif pa.types.is_integer(t):
+            out[k] = int(v)
+        elif pa.types.is_floating(t):
+            out[k] = float(v)
+        else:
+            out[k] = str(v)
+    return out
+
+
 def _message(e: BaseException, stage: str) -> str:
     text = str(e) or type(e).__name__
     return text if type(e).__name__ == "DecodeError" else f"{stage}: {type(e).__name__}: {text}"
@@ -286,7 +304,8 @@ class _Finish:
         out = []
         for r in _rows_of(batch):
             t0 = time.perf_counter()
-            row = {k: r[k] for k in _PASS}
+            row = _row(r["source_uri"])
+            row.update(_clean({k: r[k] for k in _PASS}))
             row.update(model_id=self.model_id, tables_fingerprint=self.fingerprint)
             if row["status"] == "ok":
                 try:
@@ -379,8 +398,11 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         ds = ds.map_batches(
             lambda b: decode(b),
             batch_size=cfg.batch_size,
-            num_cpus=cfg.cpus_per_task,
             batch_format="numpy",
+            num_cpus=cfg.cpus_per_task,
+            # task retries on a lost worker; an argument actors do not take, so Ray Data
+            # never fuses decoding into the model actors (it would run serially there)
+            max_retries=5,
         )
         ds = ds.map_batches(
             Colorizer,

@@ -85,9 +85,14 @@ def write_bad_inputs(root: Path, photo: Path | None = None) -> list[Expected]:
     files: list[tuple[str, bytes, str, str]] = [  # (name, bytes, why, error_contains)
         ("empty.jpg", b"", "zero-byte", "empty"),
         ("truncated.jpg", jpeg[: int(len(jpeg) * 0.4)], "truncated JPEG (first 40%)", "truncated"),
-        ("truncated.png", png[: int(len(png) * 0.4)], "truncated PNG (first 40%)", "truncated"),
+        ("truncated_png.png", png[: int(len(png) * 0.4)], "truncated PNG (first 40%)", "truncated"),
         ("corrupt.jpg", _corrupt_jpeg(jpeg), "corrupt JPEG (garbage scan data)", "corrupt"),
-        ("corrupt.tif", _corrupt_tiff(small), "corrupt TIFF (garbage deflate strip)", "corrupt"),
+        (
+            "corrupt_tiff.tif",
+            _corrupt_tiff(small),
+            "corrupt TIFF (garbage deflate strip)",
+            "corrupt",
+        ),
         ("notes.jpg", _text("notes.jpg"), "text file named .jpg", "not an image"),
         ("readme.txt", _text("readme.txt"), "text file (.txt)", "not an image"),
         ("bomb.png", _bomb_png(*BOMB_SIZE), "decompression bomb (12000x12000 PNG)", "too large"),

@@ -1,0 +1,228 @@
+"""``colorize run``: the archive job on local folders and on a loopback S3 server. Every input
+gets exactly one manifest row (ok / error / skipped), bad inputs are error rows, awkward valid
+inputs are colorized at their own size, resume redoes only what is missing or failed, and a
+model actor killed mid-run loses nothing."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from colorization.checkpoint import save_checkpoint
+from colorization.models import create_model
+from colorization.tables import load_zhang_313
+from pipeline.run_stage import MANIFEST, RunConfig, output_key, plan, run
+from pipeline.sources import Item, StorageOptions
+from tests.archive_fixtures import (
+    Expected,
+    write_awkward_inputs,
+    write_bad_inputs,
+    write_grey_copies,
+)
+from tests.conftest import make_bucket, require
+from tests.shared_paths import SHARED_DATA, SHARED_REFERENCE
+
+pytestmark = [pytest.mark.timeout(300), pytest.mark.ray]
+
+COCO_VAL = SHARED_DATA / "coco-tiny" / "val2017"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """An untrained small class model: the job's mechanics do not depend on its quality."""
+    zhang = load_zhang_313(require(SHARED_REFERENCE / "zhang2016_pts_in_hull.npy"))
+    torch.manual_seed(0)
+    net = create_model("cls-afm", base_width=8, num_classes=zhang.num_classes)
+    return save_checkpoint(tmp_path_factory.mktemp("model") / "tiny", net, zhang)
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> tuple[Path, list[Expected]]:
+    root = tmp_path_factory.mktemp("archive")
+    photo = sorted(require(COCO_VAL).glob("*.jpg"))[0]
+    expected = write_grey_copies(COCO_VAL, root, n=6)
+    expected += write_bad_inputs(root, photo=photo)
+    expected += write_awkward_inputs(root, photo)
+    return root, expected
+
+
+def manifest(dst: str, storage: StorageOptions | None = None) -> list[dict]:
+    from pipeline.sources import read_bytes
+
+    data = read_bytes(f"{dst}/{MANIFEST}", storage or StorageOptions())
+    return pq.read_table(io.BytesIO(data)).to_pylist()
+
+
+def check_rows(rows: list[dict], src: str, expected: list[Expected], read) -> None:
+    """Exactly one row per input, with the expected status, message and output."""
+    by_uri = {r["source_uri"]: r for r in rows}
+    assert len(by_uri) == len(rows) == len(expected)
+    for e in expected:
+        r = by_uri[f"{src}/{e.key}"]
+        assert r["status"] == e.status, (e, r)
+        if e.status == "error":
+            assert e.error_contains in r["error"].lower(), (e, r)
+            assert r["output_uri"] == ""
+        else:
+            im = Image.open(io.BytesIO(read(r["output_uri"])))
+            assert im.size == e.size and (r["width"], r["height"]) == e.size, (e, r)
+            assert r["output_uri"].endswith(output_key(e.key, "jpeg"))
+            assert r["seconds"] > 0 and r["colorfulness"] >= 0
+            assert r["tables_fingerprint"] and r["model_id"]
+
+
+def test_plan_refuses_keys_outside_destination_and_skips_colliding_outputs():
+    items = [
+        Item("s3://b/a.png", "a.png"),
+        Item("s3://b/a.jpg", "a.jpg"),  # same output a.jpg as a.png
+        Item("s3://b/x/../../up.jpg", "x/../../up.jpg"),
+        Item("/abs.jpg", "/abs.jpg"),
+        Item("s3://b/ok/b.tif", "ok/b.tif"),
+    ]
+    todo, decided = plan(items, RunConfig(src="s3://b", dst="s3://out/p"))
+    assert [t["output_uri"] for t in todo] == ["s3://out/p/a.jpg", "s3://out/p/ok/b.jpg"]
+    status = {r["source_uri"]: (r["status"], r["error"]) for r in decided}
+    assert status["s3://b/a.jpg"][0] == "skipped" and "a.png" in status["s3://b/a.jpg"][1]
+    for uri in ("s3://b/x/../../up.jpg", "/abs.jpg"):
+        assert status[uri][0] == "error" and "outside the destination" in status[uri][1]
+
+
+def test_local_archive_every_input_has_its_row(ray_local, tmp_path, archive, tiny_model):
+    root, expected = archive
+    dst = tmp_path / "out"
+    summary = run(RunConfig(src=str(root), dst=str(dst), model=str(tiny_model), progress=False))
+    n_bad = sum(e.status == "error" for e in expected)
+    assert (summary["ok"], summary["error"], summary["skipped"]) == (
+        len(expected) - n_bad,
+        n_bad,
+        0,
+    )
+    check_rows(manifest(str(dst)), str(root), expected, lambda uri: Path(uri).read_bytes())
+    # no temporary or half-written file is left beside the outputs
+    leftovers = [p for p in dst.rglob("*") if p.is_file() and p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+def test_resume_redoes_only_missing_and_failed_inputs(ray_local, tmp_path, tiny_model):
+    src = tmp_path / "src"
+    write_grey_copies(require(COCO_VAL), src, n=8)
+    grey = src / "grey"
+    names = sorted(p.name for p in grey.iterdir())
+    broken = grey / names[3]
+    good_bytes = broken.read_bytes()
+    broken.write_bytes(good_bytes[:100])  # fails in the first run
+    dst = tmp_path / "out"
+    cfg = RunConfig(src=str(grey), dst=str(dst), model=str(tiny_model), progress=False)
+    first = run(RunConfig(**{**cfg.__dict__, "limit": 5}))
+    assert (first["ok"], first["error"]) == (4, 1)
+    mtimes = {p: p.stat().st_mtime_ns for p in dst.glob("*.jpg")}
+
+    broken.write_bytes(good_bytes)  # repaired
+    second = run(RunConfig(**{**cfg.__dict__, "resume": True}))
+    assert second["processed"] == 4 and second["carried_over"] == 4  # 3 missing + 1 failed
+    assert (second["ok"], second["error"]) == (8, 0)
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())  # finished: untouched
+    rows = manifest(str(dst))
+    assert sorted(Path(r["source_uri"]).name for r in rows) == names
+
+    third = run(RunConfig(**{**cfg.__dict__, "resume": True}))
+    assert third["processed"] == 0 and third["ok"] == 8
+    assert len(manifest(str(dst))) == 8
+
+
+def test_s3_archive_to_another_bucket(ray_local, s3_server, tmp_path, archive, tiny_model):
+    root, expected = archive
+    src, dst = make_bucket(s3_server), make_bucket(s3_server)
+    for e in expected:
+        src.put(f"scans/{e.key}", root / e.key)
+    storage = StorageOptions(endpoint_url=s3_server)
+    cfg = RunConfig(
+        src=src.uri("scans"),
+        dst=dst.uri("colour"),
+        model=str(tiny_model),
+        storage=storage,
+        progress=False,
+    )
+    summary = run(cfg)
+    assert summary["ok"] + summary["error"] == len(expected)
+
+    def read(uri: str) -> bytes:
+        key = uri.split("/", 3)[3]
+        return dst.client.get_object(Bucket=dst.name, Key=key)["Body"].read()
+
+    check_rows(manifest(cfg.dst, storage), cfg.src.rstrip("/"), expected, read)
+    keys = {o["Key"] for o in dst.client.list_objects_v2(Bucket=dst.name)["Contents"]}
+    assert len([k for k in keys if not k.startswith("colour/_manifest/")]) == summary["ok"] + 1
+    again = run(RunConfig(**{**cfg.__dict__, "resume": True}))
+    assert again["processed"] == summary["error"]  # only the failed ones are retried
+
+
+def _actor_pids() -> list[int]:
+    out = subprocess.run(["pgrep", "-f", "MapWorker"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+@pytest.mark.timeout(420)
+def test_killed_model_actor_loses_no_rows(tmp_path, tiny_model):
+    """SIGKILL the model actor mid-run: Ray restarts it, re-runs its batches, every row is
+    there once and ok (a separate `colorize run` process with its own Ray)."""
+    src = tmp_path / "src"
+    write_grey_copies(require(COCO_VAL), src, n=40)
+    dst = tmp_path / "out"
+    colorize = str(Path(sys.executable).parent / "colorize")
+    cmd = [colorize, "run", str(src / "grey"), str(dst), "--model", str(tiny_model)]
+    cmd += ["--batch-size", "4", "--no-progress"]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and len(list(dst.glob("*.jpg"))) < 4:
+            time.sleep(0.2)
+        pids = _actor_pids()
+        assert pids, "no model actor found"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out.decode()[-3000:]
+    rows = manifest(str(dst))
+    assert len(rows) == 40 and {r["status"] for r in rows} == {"ok"}
+    assert len({r["source_uri"] for r in rows}) == 40
+    assert len(list(dst.glob("*.jpg"))) == 40
+
+
+def test_cli_exit_code_says_whether_inputs_failed(ray_local, tmp_path, archive, tiny_model):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    root, _ = archive
+    args = ["run", str(root / "bad"), str(tmp_path / "o"), "--model", str(tiny_model)]
+    res = CliRunner().invoke(app, [*args, "--no-progress"])
+    assert res.exit_code == 1 and '"error": 8' in res.output
+    res = CliRunner().invoke(app, [*args, "--no-progress", "--allow-errors", "--format", "png"])
+    assert res.exit_code == 0
+    shutil.rmtree(tmp_path / "o")
+    ok = CliRunner().invoke(
+        app,
+        ["run", str(root / "awkward"), str(tmp_path / "o"), "--model", str(tiny_model)]
+        + ["--format", "png", "--no-progress"],
+    )
+    assert ok.exit_code == 0, ok.output
+    rgba = Image.open(tmp_path / "o" / "rgba.png")
+    assert rgba.mode == "RGBA"  # PNG keeps the input's alpha
+    src_alpha = np.asarray(Image.open(root / "awkward" / "rgba.png").getchannel("A"))
+    assert np.array_equal(np.asarray(rgba.getchannel("A")), src_alpha)
