@@ -188,6 +188,60 @@ def unit_to_uv_t(unit: torch.Tensor) -> torch.Tensor:
 
 #: an image is grey when fewer than this fraction of its pixels have |a| or |b| >= 5
 #: (the neutral cell of the 10-grid): JPEG noise in grey photos stays far below that
+_LINEAR_OF_U8 = srgb_to_linear(np.arange(256) / 255.0).astype(np.float32)
+_Y_WEIGHTS = (XYZ_FROM_RGB[1] / WHITE_D65[1]).astype(np.float32)
+
+
+def _l_of_y(y: np.ndarray) -> np.ndarray:
+    f = np.where(y > _LAB_EPSILON, np.cbrt(np.maximum(y, _LAB_EPSILON)), _LAB_KAPPA * y + 16 / 116)
+    return (116.0 * f - 16.0).astype(np.float32)
+
+
+_L_OF_GREY_U8 = _l_of_y(_LINEAR_OF_U8.astype(np.float64))
+
+
+def lightness_u8(img: np.ndarray) -> np.ndarray:
+    """Lab L (float32, [0, 100]) of a uint8 image, ``(H, W)`` grey or ``(H, W, 3)`` RGB: the L
+    channel of :func:`rgb_to_lab` without computing a and b (a table lookup for grey)."""
+    img = np.asarray(img)
+    if img.dtype != np.uint8:
+        raise TypeError(f"expected uint8, got {img.dtype}")
+    if img.ndim == 2:
+        return _L_OF_GREY_U8[img]
+    lin = _LINEAR_OF_U8
+    y = lin[img[..., 0]] * _Y_WEIGHTS[0]
+    y += lin[img[..., 1]] * _Y_WEIGHTS[1]
+    y += lin[img[..., 2]] * _Y_WEIGHTS[2]
+    return _l_of_y(y)
+
+
+def _srgb_rounding_thresholds() -> np.ndarray:
+    """The linear values at which the 8-bit sRGB code steps from k to k + 1 (k = 0..254)."""
+    encoded = (np.arange(255) + 0.5) / 255.0
+    return srgb_to_linear(encoded)
+
+
+_U8_THRESHOLDS = _srgb_rounding_thresholds()
+_U8_COARSE = np.searchsorted(_U8_THRESHOLDS, np.arange(4097) / 4096.0, side="right").astype(
+    np.int64
+)
+
+
+def lab_to_rgb_u8(L: np.ndarray, ab: np.ndarray) -> np.ndarray:
+    """Lab as ``L`` ``(H, W)`` and ``ab`` ``(2, H, W)`` -> uint8 sRGB ``(H, W, 3)``: what
+    ``to_uint8(lab_to_rgb(...))`` gives (out-of-gamut colours clipped), in one compiled pass."""
+    from colorization.kernels import lab_to_rgb_u8 as kernel
+
+    return kernel(
+        np.ascontiguousarray(L, np.float32 if L.dtype == np.float32 else np.float64),
+        np.ascontiguousarray(ab, np.float32 if ab.dtype == np.float32 else np.float64),
+        WHITE_D65,
+        RGB_FROM_XYZ,
+        _U8_THRESHOLDS,
+        _U8_COARSE,
+    )
+
+
 GREY_MAX_COLOUR_FRACTION = 0.01
 GREY_AB = 5.0
 

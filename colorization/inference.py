@@ -108,8 +108,9 @@ def lightness(im: Image.Image, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     ``(1, 1, size, size)`` for the model; ``size`` a multiple of 16)."""
     if size % 16:
         raise ValueError(f"size must be a multiple of 16, got {size}")
-    rgb = np.asarray(to_rgb8(im), dtype=np.float32) / 255.0
-    L_full = rgb_to_model_input(torch.from_numpy(rgb).permute(2, 0, 1)[None])[0]
+    grey = im.mode == "L"  # 8-bit grey scans: a table lookup
+    L = color.lightness_u8(np.asarray(im) if grey else np.asarray(to_rgb8(im)))
+    L_full = torch.from_numpy(L)[None, None]
     small = F.interpolate(L_full, size=(size, size), mode="bilinear", align_corners=False)
     return L_full, small
 
@@ -120,8 +121,11 @@ def finish(
     """An image's own L ``(1, 1, H, W)`` + the model's chroma ``(2, h, w)`` -> 8-bit RGB (RGBA
     with ``alpha``) PIL image of size W x H."""
     up = _upsample(chroma[None].float(), tuple(L_full.shape[-2:]))
-    rgb = recombine(L_full, up, kind)[0].permute(1, 2, 0).numpy()
-    result = Image.fromarray(color.to_uint8(rgb), "RGB")
+    if kind == "classes":  # one compiled pass from Lab to 8 bits (as recombine + to_uint8)
+        rgb8 = color.lab_to_rgb_u8(L_full[0, 0].numpy(), up[0].numpy())
+    else:
+        rgb8 = color.to_uint8(recombine(L_full, up, kind)[0].permute(1, 2, 0).numpy())
+    result = Image.fromarray(rgb8, "RGB")
     if alpha is not None:
         result.putalpha(alpha)
     return result

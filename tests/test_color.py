@@ -80,3 +80,28 @@ def test_known_values():
     assert np.allclose(lab[0], [100, 0, 0], atol=1e-2)
     assert np.allclose(lab[1], [0, 0, 0], atol=1e-6)
     assert np.allclose(lab[2], [53.2408, 80.0925, 67.2032], atol=1e-3)  # CIE reference red
+
+
+def test_lightness_u8_is_the_l_of_rgb_to_lab():
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    ref = C.rgb_to_lab(rgb)[..., 0]
+    assert C.lightness_u8(rgb).dtype == np.float32
+    assert np.abs(C.lightness_u8(rgb) - ref).max() < 1e-4
+    grey = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    ref_grey = C.rgb_to_lab(np.repeat(grey[..., None], 3, axis=2))[..., 0]
+    assert np.abs(C.lightness_u8(grey) - ref_grey).max() < 1e-4
+    with pytest.raises(TypeError):
+        C.lightness_u8(rgb.astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lab_to_rgb_u8_equals_the_reference_path(dtype):
+    rng = np.random.default_rng(4)
+    L = rng.uniform(0, 100, (60, 70)).astype(dtype)
+    ab = rng.uniform(-128, 127, (2, 60, 70)).astype(dtype)  # much of it out of gamut
+    ref = C.to_uint8(C.lab_to_rgb(np.stack([L, ab[0], ab[1]], -1).astype(np.float64)))
+    assert np.array_equal(C.lab_to_rgb_u8(L, ab), ref)
+    rgb = rng.integers(0, 256, (50, 40, 3), dtype=np.uint8)  # and in gamut: exact round trip
+    lab = C.rgb_to_lab(rgb)
+    assert np.array_equal(C.lab_to_rgb_u8(lab[..., 0], np.moveaxis(lab[..., 1:], -1, 0)), rgb)
