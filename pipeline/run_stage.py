@@ -348,6 +348,22 @@ def _model_facts(spec: str) -> tuple[str, str, str]:
     return model_id, header.get("tables_fingerprint", ""), kind
 
 
+def _check_destination(cfg: RunConfig) -> None:
+    """Fail before any work when DST cannot be written to: a missing bucket says so."""
+    if not is_s3(cfg.dst):
+        os.makedirs(cfg.dst, exist_ok=True)
+        return
+    from botocore.exceptions import ClientError
+
+    from pipeline.sources import s3_client, split_s3
+
+    bucket, _ = split_s3(cfg.dst)
+    try:
+        s3_client(cfg.storage).head_bucket(Bucket=bucket)
+    except ClientError as e:
+        raise FileNotFoundError(f"destination bucket {bucket!r} is not reachable: {e}") from e
+
+
 def run(cfg: RunConfig) -> dict[str, Any]:
     """Colorize SRC into DST; returns the summary (also ``DST/_manifest/summary.json``)."""
     import ray
@@ -359,6 +375,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
     if cfg.src.rstrip("/") == cfg.dst.rstrip("/"):
         raise ValueError("SRC and DST must differ: outputs would be listed as inputs next time")
+    _check_destination(cfg)
     t_start = time.perf_counter()
     run_id = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
     model_id, fingerprint, kind = _model_facts(cfg.model)

@@ -1,0 +1,199 @@
+"""The archive job end to end against the bare model loop, and its memory for 100 vs 1,000
+inputs, in one run.
+
+    python benchmarks/bench_run.py [--n 1000] [--model seg-starter] [--memory 100,1000]
+
+Inputs: grey JPEG copies of coco-tiny val2017 (cycled under distinct keys up to ``--n``) in a
+bucket of moto's S3 server, started by this script on 127.0.0.1 (its own process).
+
+1. bare model loop: the same images, already decoded and resized to 256x256 L in memory,
+   through ``model_chroma`` in batches of 8 with all cores: images/s;
+2. end to end: ``colorize run s3://src s3://dst`` (list, read, decode, model actor, full
+   resolution recombination, JPEG encode, write to S3, manifest): images/s over the whole run
+   (Ray start included) and over its steady part (from the first to the last finished row);
+   ratio = 2 / 1;
+3. memory: ``colorize run`` as its own process for each ``--memory`` size; the peak, over the
+   run, of the summed proportional set size (PSS) of the driver and every Ray process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import torch
+from _host import host_load
+from PIL import Image
+
+from colorization.inference import lightness, model_chroma
+from colorization.shipped import load
+
+REPO = Path(__file__).resolve().parents[1]
+VAL = REPO.parent / "shared" / "data" / "coco-tiny" / "val2017"
+COLORIZE = str(Path(sys.executable).parent / "colorize")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_s3() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, endpoint
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("moto server did not start")
+
+
+def grey_jpegs() -> list[tuple[str, bytes]]:
+    out = []
+    for p in sorted(VAL.glob("*.jpg")):
+        buf = io.BytesIO()
+        Image.open(p).convert("L").save(buf, "JPEG", quality=90)
+        out.append((p.name, buf.getvalue()))
+    return out
+
+
+def upload(client, bucket: str, prefix: str, files: list[tuple[str, bytes]], n: int) -> None:
+    client.create_bucket(Bucket=bucket)
+    for i in range(n):
+        name, data = files[i % len(files)]
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{i // len(files):03d}/{name}", Body=data)
+
+
+def bare_loop(model, table, files, n: int, batch: int) -> float:
+    """The model alone on the same images (decoded and resized beforehand, not timed)."""
+    smalls = [lightness(Image.open(io.BytesIO(d)), 256)[1] for _, d in files]
+    smalls = [smalls[i % len(smalls)] for i in range(n)]
+    model_chroma(model, torch.cat(smalls[:batch]), table, 0.38)
+    t = time.perf_counter()
+    for i in range(0, n, batch):
+        model_chroma(model, torch.cat(smalls[i : i + batch]), table, 0.38)
+    return n / (time.perf_counter() - t)
+
+
+def pss_of_tree(root: int) -> int:
+    """Summed PSS (bytes) of process ``root`` and all its descendants (the driver, and the
+    Ray processes it started: raylet, GCS, workers, actors)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (d / "stat").read_text()
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        except (OSError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(d.name))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
+def run_job(args: list[str], env: dict) -> tuple[dict, int, float]:
+    """``colorize run`` in its own process: (summary, peak PSS bytes, wall seconds)."""
+    peak = [0]
+    done = threading.Event()
+    t = time.perf_counter()
+    proc = subprocess.Popen(
+        [COLORIZE, "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], pss_of_tree(proc.pid))
+            time.sleep(0.25)
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    stdout, stderr = proc.communicate()
+    done.set()
+    watcher.join()
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise RuntimeError(stdout[-2000:] + stderr[-3000:])
+    return json.loads(stdout[stdout.index("{") :]), peak[0], wall
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--model", default="seg-starter")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--memory", default="100,1000")
+    a = ap.parse_args()
+    host = host_load()
+    s3, endpoint = start_s3()
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")})
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    try:
+        files = grey_jpegs()
+        sizes = sorted({a.n, *(int(x) for x in a.memory.split(",") if x)})
+        for n in sizes:
+            upload(client, f"src{n}", "scans", files, n)
+            client.create_bucket(Bucket=f"dst{n}")
+        torch.set_num_threads(os.cpu_count() or 1)
+        model, table, path = load(a.model)
+        bare = bare_loop(model, table, files, min(a.n, 400), a.batch)
+        del model
+        results: dict = {"model": str(path), "bare_model_images_per_s": round(bare, 2)}
+        for n in sizes:
+            summary, peak, wall = run_job(
+                [f"s3://src{n}/scans", f"s3://dst{n}/colour", "--model", a.model]
+                + ["--endpoint-url", endpoint, "--batch-size", str(a.batch), "--no-progress"],
+                env,
+            )
+            assert summary["ok"] == n, summary
+            results[f"n{n}"] = {
+                "wall_s": round(wall, 1),
+                "images_per_s_whole_run": round(n / wall, 2),
+                "images_per_s_job": summary["images_per_s"],
+                "peak_pss_mb": round(peak / 2**20),
+            }
+        e2e = results[f"n{a.n}"]
+        results["ratio_end_to_end_vs_bare"] = round(e2e["images_per_s_job"] / bare, 3)
+        mem = [results[f"n{n}"]["peak_pss_mb"] for n in sizes if str(n) in a.memory.split(",")]
+        if len(mem) >= 2:
+            results["memory_ratio_largest_vs_smallest"] = round(mem[-1] / mem[0], 3)
+        results["host_before"] = host
+        results["host_after"] = host_load()
+        print(json.dumps(results, indent=2))
+    finally:
+        s3.terminate()
+
+
+if __name__ == "__main__":
+    main()
