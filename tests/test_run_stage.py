@@ -226,3 +226,18 @@ def test_cli_exit_code_says_whether_inputs_failed(ray_local, tmp_path, archive, 
     assert rgba.mode == "RGBA"  # PNG keeps the input's alpha
     src_alpha = np.asarray(Image.open(root / "awkward" / "rgba.png").getchannel("A"))
     assert np.array_equal(np.asarray(rgba.getchannel("A")), src_alpha)
+
+
+def test_job_entrypoint_runs_its_config_with_overrides(ray_local, tmp_path, tiny_model):
+    from jobs.run import main
+
+    src = tmp_path / "src"
+    write_grey_copies(require(COCO_VAL), src, n=3)
+    (src / "grey" / "broken.jpg").write_bytes(b"")
+    config = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "run_local.yaml"
+    args = ["--config", str(config), f"src={src / 'grey'}", f"dst={tmp_path / 'out'}"]
+    args += [f"model={tiny_model}", "progress=false"]
+    assert main(args) == 1  # the empty file failed
+    assert main([*args, "allow_errors=true"]) == 0  # resumed: only the failed input again
+    rows = manifest(str(tmp_path / "out"))
+    assert sorted(r["status"] for r in rows) == ["error", "ok", "ok", "ok"]
