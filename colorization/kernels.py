@@ -97,3 +97,65 @@ def lab_to_rgb_u8(
                     v += 1
                 out[y, x, c] = v
     return out
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True, parallel=True)
+def annealed_mean(logits: np.ndarray, centres: np.ndarray, inv_t: float) -> np.ndarray:
+    """Class logits ``(N, Q, P)`` -> the mean ab ``(N, 2, P)`` of ``softmax(logits / T)``.
+
+    Two passes over the logits per block of pixels (the maximum, then the weighted sums), so
+    no ``(N, Q, P)`` temporary is written; blocks run in parallel."""
+    n, q, p = logits.shape
+    out = np.empty((n, 2, p), np.float32)
+    block = 512
+    n_blocks = (p + block - 1) // block
+    for job in numba.prange(n * n_blocks):
+        i = job // n_blocks
+        j0 = (job % n_blocks) * block
+        j1 = min(j0 + block, p)
+        w = j1 - j0
+        top = np.full(w, -np.inf, np.float32)
+        for k in range(q):
+            for j in range(w):
+                v = logits[i, k, j0 + j]
+                if v > top[j]:
+                    top[j] = v
+        s = np.zeros(w, np.float32)
+        sa = np.zeros(w, np.float32)
+        sb = np.zeros(w, np.float32)
+        for k in range(q):
+            a, b = centres[k, 0], centres[k, 1]
+            for j in range(w):
+                e = np.exp((logits[i, k, j0 + j] - top[j]) * inv_t)
+                s[j] += e
+                sa[j] += e * a
+                sb[j] += e * b
+        for j in range(w):
+            out[i, 0, j0 + j] = sa[j] / s[j]
+            out[i, 1, j0 + j] = sb[j] / s[j]
+    return out
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True, parallel=True)
+def annealed_mean_nhwc(logits: np.ndarray, centres: np.ndarray, inv_t: float) -> np.ndarray:
+    """As :func:`annealed_mean` for pixel-major logits ``(N, P, Q)`` (channels-last models):
+    each pixel's Q logits are contiguous, read twice from cache."""
+    n, p, q = logits.shape
+    out = np.empty((n, 2, p), np.float32)
+    for job in numba.prange(n * p):
+        i = job // p
+        j = job % p
+        top = -np.inf
+        for k in range(q):
+            top = max(top, logits[i, j, k])
+        s = np.float32(0.0)
+        sa = np.float32(0.0)
+        sb = np.float32(0.0)
+        for k in range(q):
+            e = np.exp((logits[i, j, k] - top) * inv_t)
+            s += e
+            sa += e * centres[k, 0]
+            sb += e * centres[k, 1]
+        out[i, 0, j] = sa / s
+        out[i, 1, j] = sb / s
+    return out

@@ -268,6 +268,8 @@ class ColorTable:
             raise ValueError(f"unknown decode mode {mode!r}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if _compiled_decode_applies(log_p):
+            return _annealed_mean_compiled(log_p, self.centres, temperature)
         q = torch.softmax(log_p / temperature, dim=1)
         return torch.einsum("nqhw,qc->nchw", q, centres)
 
@@ -400,3 +402,32 @@ def load_zhang_313(path: str | Path, params: TableParams = TableParams()) -> Col
     """The 313 ab classes of Zhang et al. (``pts_in_hull.npy``) as a table, uniform prior."""
     pts = np.load(path, allow_pickle=False)
     return ColorTable.from_centres(pts, params=params, source=str(path))
+
+
+def _compiled_decode_applies(log_p: torch.Tensor) -> bool:
+    """CPU float32 logits that need no gradient: the compiled kernel decodes them."""
+    return (
+        log_p.device.type == "cpu"
+        and log_p.dtype == torch.float32
+        and not (torch.is_grad_enabled() and log_p.requires_grad)
+    )
+
+
+def _annealed_mean_compiled(
+    log_p: torch.Tensor, centres: np.ndarray, temperature: float
+) -> torch.Tensor:
+    """The annealed mean by :func:`colorization.kernels.annealed_mean` (same result as the
+    softmax + einsum path within float32 rounding; several times faster on the CPU)."""
+    import numba
+
+    from colorization.kernels import annealed_mean, annealed_mean_nhwc
+
+    n, q, h, w = log_p.shape
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    args = (centres.astype(np.float32), np.float32(1.0 / temperature))
+    if log_p.is_contiguous(memory_format=torch.channels_last) and q > 1:
+        pixels = log_p.detach().permute(0, 2, 3, 1).numpy().reshape(n, h * w, q)  # no copy
+        ab = annealed_mean_nhwc(pixels, *args)
+    else:
+        ab = annealed_mean(log_p.detach().contiguous().numpy().reshape(n, q, h * w), *args)
+    return torch.from_numpy(ab).reshape(n, 2, h, w)

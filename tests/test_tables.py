@@ -238,3 +238,23 @@ def test_soft_encoding_kernel_equals_numpy_twin(zhang):
     out = (np.empty((20_000, 10), np.uint16), np.empty((20_000, 10), np.float32))
     again = zhang.encode_soft(ab, out=out)
     assert again[0] is not None and np.array_equal(out[0], idx[cell])
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("temperature", [0.38, 1.0])
+def test_compiled_annealed_mean_equals_softmax_einsum(layout, temperature, zhang_313_path):
+    """The CPU kernel behind ``decode`` against the plain torch formula, for both layouts."""
+    table = load_zhang_313(zhang_313_path)
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(3, table.num_classes, 17, 23, generator=g) * 4
+    if layout == "channels_last":
+        logits = logits.contiguous(memory_format=torch.channels_last)
+    centres = torch.tensor(table.centres, dtype=torch.float32)
+    ref = torch.einsum("nqhw,qc->nchw", torch.softmax(logits / temperature, dim=1), centres)
+    with torch.inference_mode():
+        got = table.decode(logits, "annealed", temperature)
+    assert got.shape == (3, 2, 17, 23)
+    assert torch.allclose(got, ref, atol=2e-3)
+    # with gradients wanted, the torch formula runs (and gives the same values)
+    grad = table.decode(logits.clone().requires_grad_(True), "annealed", temperature)
+    assert grad.requires_grad and torch.allclose(grad.detach(), ref, atol=1e-4)
