@@ -30,25 +30,50 @@ def predict_chroma(
     model: nn.Module,
     L: torch.Tensor,
     table: ColorTable | None,
-    temperature: float = 0.38,
+    temperature: float | None = None,
     size: tuple[int, int] | None = None,
+    saturation: float | None = None,
 ) -> torch.Tensor:
     """Predicted chroma upsampled to ``size`` (default: the input's): ab ``(N, 2, h, w)`` for
     class models (annealed mean at ``temperature``), UV for regression models."""
-    return _upsample(model_chroma(model, L, table, temperature), size or tuple(L.shape[-2:]))
+    chroma = model_chroma(model, L, table, temperature, saturation)
+    return _upsample(chroma, size or tuple(L.shape[-2:]))
+
+
+#: inference settings of a model without its own (``meta.json`` ``inference`` of a checkpoint)
+DEFAULT_TEMPERATURE = 0.38
+DEFAULT_SATURATION = 1.0
+
+
+def settings(
+    model: nn.Module, temperature: float | None = None, saturation: float | None = None
+) -> tuple[float, float]:
+    """(temperature, saturation): the given values, else the model's own defaults (set by
+    :func:`colorization.shipped.load` from its checkpoint), else 0.38 and 1.0."""
+    own = getattr(model, "inference_defaults", {}) or {}
+    t = temperature if temperature is not None else own.get("temperature", DEFAULT_TEMPERATURE)
+    s = saturation if saturation is not None else own.get("saturation", DEFAULT_SATURATION)
+    return float(t), float(s)
 
 
 @torch.inference_mode()
 def model_chroma(
-    model: nn.Module, L: torch.Tensor, table: ColorTable | None, temperature: float
+    model: nn.Module,
+    L: torch.Tensor,
+    table: ColorTable | None,
+    temperature: float | None = None,
+    saturation: float | None = None,
 ) -> torch.Tensor:
     """Chroma (ab or UV) at the model's output resolution ``(N, 2, H / stride, W / stride)``."""
+    temperature, saturation = settings(model, temperature, saturation)
     out = model(L)
     if model.output_kind == "classes":
         if table is None:
             raise ValueError("a class model needs its colour table to decode")
-        return table.decode(out["logits"].float(), "annealed", temperature)
-    return color.unit_to_uv_t(out["uv"].float())
+        chroma = table.decode(out["logits"].float(), "annealed", temperature)
+    else:
+        chroma = color.unit_to_uv_t(out["uv"].float())
+    return chroma if saturation == 1.0 else chroma * saturation
 
 
 def _upsample(chroma: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -69,7 +94,7 @@ def recombine(L_full: torch.Tensor, chroma: torch.Tensor, kind: str) -> torch.Te
 
 
 def colorize_batch(
-    model: nn.Module, L: torch.Tensor, table: ColorTable | None, temperature: float = 0.38
+    model: nn.Module, L: torch.Tensor, table: ColorTable | None, temperature: float | None = None
 ) -> torch.Tensor:
     """L ``(N, 1, H, W)`` (H, W multiples of 16) -> RGB ``(N, 3, H, W)`` in [0, 1]."""
     chroma = predict_chroma(model, L, table, temperature)
@@ -81,8 +106,9 @@ def colorize_images(
     table: ColorTable | None,
     images: Sequence[Image.Image],
     size: int = 256,
-    temperature: float = 0.38,
+    temperature: float | None = None,
     batch_size: int = 8,
+    saturation: float | None = None,
 ) -> list[Image.Image]:
     """Any PIL images (any sizes and modes) -> colorized images, each at its own size.
 
@@ -90,13 +116,15 @@ def colorize_images(
     :func:`lightness` (each image's full-resolution L and the ``size`` x ``size`` L the model
     sees), :func:`model_chroma` (batched, ``batch_size`` at a time) and :func:`finish` (the
     chroma upsampled to the image's full resolution, joined with its own L; alpha kept).
-    Deterministic for the same inputs."""
+    ``temperature`` (annealed mean) and ``saturation`` (a factor on the predicted chroma)
+    default to the model's own settings (:func:`settings`). Deterministic for the same inputs."""
     device = next(model.parameters()).device
     out: list[Image.Image] = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         fulls, smalls = zip(*(lightness(im, size) for im in chunk), strict=True)
-        chromas = model_chroma(model, torch.cat(smalls).to(device), table, temperature).cpu()
+        small = torch.cat(smalls).to(device)
+        chromas = model_chroma(model, small, table, temperature, saturation).cpu()
         for im, L_full, chroma in zip(chunk, fulls, chromas, strict=True):
             alpha = im.getchannel("A") if "A" in im.getbands() else None
             out.append(finish(L_full, chroma, model.output_kind, alpha))
@@ -136,7 +164,8 @@ def colorize_image(
     table: ColorTable | None,
     im: Image.Image,
     size: int = 256,
-    temperature: float = 0.38,
+    temperature: float | None = None,
+    saturation: float | None = None,
 ) -> Image.Image:
     """One image: :func:`colorize_images` of a single image."""
-    return colorize_images(model, table, [im], size, temperature)[0]
+    return colorize_images(model, table, [im], size, temperature, saturation=saturation)[0]

@@ -112,6 +112,14 @@ def train_cmd(
     typer.echo(json.dumps(result, indent=2, default=str))
 
 
+TemperatureOpt = Annotated[
+    float | None,
+    typer.Option(help="annealed-mean temperature (default: the model's own, else 0.38)"),
+]
+SaturationOpt = Annotated[
+    float | None,
+    typer.Option(help="factor on the predicted chroma (default: the model's own, else 1)"),
+]
 ModelOpt = Annotated[
     str,
     typer.Option("--model", "-m", help="a shipped model's name, a checkpoint or a run directory"),
@@ -123,7 +131,8 @@ def image_cmd(
     inputs: Annotated[list[Path], typer.Argument(help="image files")],
     model: ModelOpt = DEFAULT_MODEL,
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("colorized"),
-    temperature: float = 0.38,
+    temperature: TemperatureOpt = None,
+    saturation: SaturationOpt = None,
     size: Annotated[int, typer.Option(help="model input side (multiple of 16)")] = 256,
 ) -> None:
     """Colorize image files; outputs keep the inputs' sizes (PNG)."""
@@ -142,7 +151,7 @@ def image_cmd(
             failed += 1
             continue
         dest = out / f"{path.stem}.png"
-        colorize_images(net, table, [im], size, temperature)[0].save(dest)
+        colorize_images(net, table, [im], size, temperature, saturation=saturation)[0].save(dest)
         typer.echo(f"{path} -> {dest}")
     if failed:
         raise typer.Exit(1)
@@ -155,7 +164,8 @@ def eval_cmd(
     models: Annotated[
         str, typer.Option(help="comma-separated: shipped names, checkpoints, run dirs; label=path")
     ] = DEFAULT_MODEL,
-    temperature: float = 0.38,
+    temperature: TemperatureOpt = None,
+    saturation: SaturationOpt = None,
     batch_size: int = 8,
     limit: Annotated[int | None, typer.Option(help="evaluate at most this many images")] = None,
     images_dir: Annotated[str | None, typer.Option(help="images of a COCO json")] = None,
@@ -169,6 +179,7 @@ def eval_cmd(
         out=str(out),
         models=[m.strip() for m in models.split(",") if m.strip()],
         temperature=temperature,
+        saturation=saturation,
         batch_size=batch_size,
         limit=limit,
         images_dir=images_dir,
@@ -184,7 +195,8 @@ def run_cmd(
     model: ModelOpt = DEFAULT_MODEL,
     format: Annotated[str, typer.Option(help="jpeg | png | webp")] = "jpeg",
     quality: int = 90,
-    temperature: float = 0.38,
+    temperature: TemperatureOpt = None,
+    saturation: SaturationOpt = None,
     batch_size: int = 8,
     workers: Annotated[int, typer.Option(help="model actors")] = 1,
     gpus_per_worker: float = 0.0,
@@ -206,6 +218,7 @@ def run_cmd(
         format=format,
         quality=quality,
         temperature=temperature,
+        saturation=saturation,
         batch_size=batch_size,
         workers=workers,
         gpus_per_worker=gpus_per_worker,
@@ -230,11 +243,16 @@ def export_cmd(
         Path | None, typer.Option("--eval", help="a `colorize eval` output for the card")
     ] = None,
     command: Annotated[str | None, typer.Option(help="the command that trained it")] = None,
+    temperature: TemperatureOpt = None,
+    saturation: SaturationOpt = None,
 ) -> None:
-    """Copy a checkpoint's inference files with a generated MODEL_CARD.md (for shipping)."""
+    """Copy a checkpoint's inference files with a generated MODEL_CARD.md (for shipping);
+    ``--temperature`` / ``--saturation`` become the model's own inference settings."""
     from pipeline.export import export_model
 
-    typer.echo(export_model(src, dest, eval_dir, command))
+    inference = {"temperature": temperature, "saturation": saturation}
+    inference = {k: v for k, v in inference.items() if v is not None}
+    typer.echo(export_model(src, dest, eval_dir, command, inference))
 
 
 @app.command("demo")

@@ -39,7 +39,7 @@ from colorization.evaluation import (
     score,
 )
 from colorization.imageio import DecodeError, decode_image
-from colorization.inference import colorize_images
+from colorization.inference import colorize_images, settings
 from colorization.metrics import colorfulness
 from colorization.shipped import DEFAULT_MODEL, load, resolve_model
 from pipeline.config import save_config
@@ -55,7 +55,8 @@ class EvalConfig:
     sources: list[str]
     out: str
     models: list[str] = field(default_factory=lambda: [DEFAULT_MODEL])
-    temperature: float = 0.38
+    temperature: float | None = None  # None: each model's own setting
+    saturation: float | None = None  # None: each model's own setting
     batch_size: int = 8
     limit: int | None = None
     thumbnails: int = 16  # images shown in the report
@@ -108,6 +109,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     seconds: dict[str, float] = {GREY: 0.0}
     sources: dict[str, str] = {GREY: "", ORIGINALS: ""}
     taken = {GREY, ORIGINALS}
+    used: dict[str, dict[str, float]] = {}
     for spec in cfg.models:
         model, table, path = load(spec.split("=", 1)[-1])
         label = _model_label(spec, path, taken)
@@ -115,7 +117,9 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         sources[label] = str(path)
         greys = [Image.fromarray(g) for g in outputs[GREY]]
         t0 = time.perf_counter()
-        colored = colorize_images(model, table, greys, EVAL_SIZE, cfg.temperature, cfg.batch_size)
+        t, s = settings(model, cfg.temperature, cfg.saturation)
+        used[label] = {"temperature": t, "saturation": s}
+        colored = colorize_images(model, table, greys, EVAL_SIZE, t, cfg.batch_size, s)
         seconds[label] = time.perf_counter() - t0
         outputs[label] = [np.asarray(c) for c in colored]
     for label, images in outputs.items():
@@ -127,7 +131,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         c = colorfulness(truth.rgb)
         rows.append({"image": key, "model": ORIGINALS, "status": "ok", "colorfulness": c})
     pq.write_table(pa.Table.from_pylist(_complete(rows)), out / "per_image.parquet")
-    summary = _summary(rows, seconds, sources, len(keys), cfg)
+    summary = _summary(rows, seconds, sources, used, len(keys), cfg)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.md").write_text(summary_markdown(summary) + "\n")
     write_report(out / "report.html", summary, keys, originals, outputs, rows, cfg.thumbnails)
@@ -139,7 +143,7 @@ def _complete(rows: list[dict]) -> list[dict]:
     return [{c: r.get(c) for c in cols} for r in rows]
 
 
-def _summary(rows, seconds, sources, n, cfg: EvalConfig) -> dict[str, Any]:
+def _summary(rows, seconds, sources, used, n, cfg: EvalConfig) -> dict[str, Any]:
     ok = [r for r in rows if r["status"] == "ok"]
     orig = float(np.mean([r["colorfulness"] for r in ok if r["model"] == ORIGINALS]))
     table = []
@@ -152,6 +156,7 @@ def _summary(rows, seconds, sources, n, cfg: EvalConfig) -> dict[str, Any]:
             entry[m] = float(np.mean([r[m] for r in mine]))
         entry["colorfulness_gap"] = entry["colorfulness"] - orig
         entry["seconds_per_image"] = seconds[label] / max(1, len(mine))
+        entry.update(used.get(label, {"temperature": None, "saturation": 0.0}))
         table.append(entry)
     return {
         "protocol": (
@@ -161,7 +166,6 @@ def _summary(rows, seconds, sources, n, cfg: EvalConfig) -> dict[str, Any]:
             "originals skipped: as the colorization papers evaluate"
         ),
         "sources": cfg.sources,
-        "temperature": cfg.temperature,
         "images": n,
         "skipped_grey": sum(r["status"] == "skipped" for r in rows),
         "errors": sum(r["status"] == "error" for r in rows),
@@ -173,19 +177,20 @@ def _summary(rows, seconds, sources, n, cfg: EvalConfig) -> dict[str, Any]:
 def summary_markdown(summary: dict[str, Any]) -> str:
     """The summary as a markdown table (what ``colorize eval`` prints)."""
     lines = [
-        f"{summary['images']} images, {EVAL_SIZE}x{EVAL_SIZE}, temperature "
-        f"{summary['temperature']} ({summary['skipped_grey']} grey originals skipped, "
-        f"{summary['errors']} unreadable)",
+        f"{summary['images']} images, {EVAL_SIZE}x{EVAL_SIZE} ({summary['skipped_grey']} grey "
+        f"originals skipped, {summary['errors']} unreadable)",
         "",
-        "| model | PSNR (dB) | SSIM | colourfulness | gap to originals | s/image |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| model | T | saturation | PSNR (dB) | SSIM | colourfulness | gap to originals | s/image |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in summary["rows"]:
+        t = "" if r["temperature"] is None else f"{r['temperature']:g}"
         lines.append(
-            f"| {r['model']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['colorfulness']:.2f} | "
-            f"{r['colorfulness_gap']:+.2f} | {r['seconds_per_image']:.3f} |"
+            f"| {r['model']} | {t} | {r['saturation']:g} | {r['psnr']:.2f} | {r['ssim']:.4f} | "
+            f"{r['colorfulness']:.2f} | {r['colorfulness_gap']:+.2f} | "
+            f"{r['seconds_per_image']:.3f} |"
         )
-    lines.append(f"| {ORIGINALS} | | | {summary['originals_colorfulness']:.2f} | 0 | |")
+    lines.append(f"| {ORIGINALS} | | | | | {summary['originals_colorfulness']:.2f} | 0 | |")
     return "\n".join(lines)
 
 
@@ -266,8 +271,8 @@ def write_report(path, summary, keys, originals, outputs, rows, n_thumbs: int) -
 td,th{{border:1px solid #ccc;padding:3px 6px;font-size:13px}}img{{display:block}}</style>
 </head><body><h1>Colorization evaluation</h1>
 <p>{esc(summary["protocol"])}.</p>
-<p>{summary["images"]} images from {esc(", ".join(summary["sources"]))}; temperature
-{summary["temperature"]}; {summary["skipped_grey"]} grey originals skipped,
+<p>{summary["images"]} images from {esc(", ".join(summary["sources"]))};
+{summary["skipped_grey"]} grey originals skipped,
 {summary["errors"]} unreadable.</p>
 <table><tr><th>model</th><th>PSNR (dB)</th><th>SSIM</th><th>colourfulness</th>
 <th>gap to originals</th><th>s/image</th><th>checkpoint</th></tr>{table_rows}

@@ -52,9 +52,14 @@ def _data_lines(config: dict[str, Any]) -> list[str]:
 
 
 def model_card(
-    src: Path, name: str, eval_dir: Path | None = None, command: str | None = None
+    src: Path,
+    name: str,
+    eval_dir: Path | None = None,
+    command: str | None = None,
+    inference: dict[str, float] | None = None,
 ) -> str:
     header, meta = read_header(src), read_meta(src)
+    inf = inference or {}
     config = meta.get("config", {})
     step = meta.get("step")
     run_dir = Path(config.get("_run_dir", src.parent))
@@ -67,8 +72,11 @@ def model_card(
         f"- variant `{header['model']}`, constructor arguments `{header['model_config']}`",
         f"- colour-class table fingerprint `{header.get('tables_fingerprint', '')[:16]}`",
         "- input: L of the grey image at 256x256 (any size and mode is brought there by "
-        "`colorize_images`); output: ab classes decoded by the annealed mean "
-        f"(temperature {config.get('temperature', 0.38)}), joined with the input's own L",
+        "`colorize_images`); output: ab classes decoded by the annealed mean, joined with the "
+        "input's own L",
+        f"- inference settings: temperature {inf.get('temperature', 0.38)}, saturation "
+        f"{inf.get('saturation', 1.0)} (a factor on the predicted ab; `--temperature` and "
+        "`--saturation` override them)",
         "",
         "## Training",
         *_data_lines(config),
@@ -98,13 +106,18 @@ def export_model(
     dest: str | Path,
     eval_dir: str | Path | None = None,
     command: str | None = None,
+    inference: dict[str, float] | None = None,
 ) -> Path:
     """Copy a checkpoint's inference files to ``dest`` with a generated ``MODEL_CARD.md``."""
     src = resolve_model(src)
-    card = model_card(src, Path(dest).name, Path(eval_dir) if eval_dir else None, command)
+    card = model_card(
+        src, Path(dest).name, Path(eval_dir) if eval_dir else None, command, inference
+    )
     dest = copy_checkpoint(src, dest)
     meta = read_meta(dest)
     meta.get("config", {}).pop("_run_dir", None)  # no local paths of the training machine
+    if inference:
+        meta["inference"] = dict(inference)  # the model's own temperature / saturation
     (dest / "meta.json").write_text(json.dumps(meta, indent=2))
     (dest / "MODEL_CARD.md").write_text(card)
     size = sum(p.stat().st_size for p in dest.iterdir())

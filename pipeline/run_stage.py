@@ -80,7 +80,8 @@ class RunConfig:
     model: str = DEFAULT_MODEL
     format: str = "jpeg"  # jpeg | png | webp
     quality: int = 90
-    temperature: float = 0.38
+    temperature: float | None = None  # None: the model's own setting
+    saturation: float | None = None  # None: the model's own setting
     size: int = 256  # the model's input side
     batch_size: int = 8
     workers: int = 1  # model actors
@@ -271,7 +272,11 @@ class Colorizer:
             small = torch.from_numpy(np.stack([batch["small"][i] for i in ok]))[:, None]
             try:
                 pred = model_chroma(
-                    self.model, small.to(self.device), self.table, self.cfg.temperature
+                    self.model,
+                    small.to(self.device),
+                    self.table,
+                    self.cfg.temperature,
+                    self.cfg.saturation,
                 )
                 for j, i in enumerate(ok):
                     chroma[i] = pred[j].float().cpu().numpy()

@@ -205,3 +205,18 @@ def test_colorize_image_cli(tmp_path, zhang):
     assert res.exit_code == 1  # one input failed and said so; the other was written
     out = Image.open(tmp_path / "o" / f"{src.stem}.png")
     assert out.size == Image.open(src).size and out.mode == "RGB"
+
+
+def test_saturation_and_temperature_default_to_the_models_own_settings(zhang, photos):
+    from colorization.inference import model_chroma, settings
+
+    m = model("cls-afm", zhang)
+    L, _ = rgb_to_model_input(photos)
+    base = model_chroma(m, L, zhang)
+    assert settings(m) == (0.38, 1.0)
+    m.inference_defaults = {"saturation": 0.5, "temperature": 0.6}
+    assert settings(m) == (0.6, 0.5)
+    assert settings(m, temperature=0.38, saturation=1.0) == (0.38, 1.0)
+    own = model_chroma(m, L, zhang)
+    assert torch.allclose(own, 0.5 * model_chroma(m, L, zhang, 0.6, 1.0), atol=1e-5)
+    assert torch.allclose(model_chroma(m, L, zhang, 0.38, 1.0), base, atol=1e-5)
