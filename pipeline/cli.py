@@ -245,6 +245,7 @@ def export_cmd(
     command: Annotated[str | None, typer.Option(help="the command that trained it")] = None,
     temperature: TemperatureOpt = None,
     saturation: SaturationOpt = None,
+    notes: Annotated[Path | None, typer.Option(help="a markdown file added to the card")] = None,
 ) -> None:
     """Copy a checkpoint's inference files with a generated MODEL_CARD.md (for shipping);
     ``--temperature`` / ``--saturation`` become the model's own inference settings."""
@@ -252,7 +253,8 @@ def export_cmd(
 
     inference = {"temperature": temperature, "saturation": saturation}
     inference = {k: v for k, v in inference.items() if v is not None}
-    typer.echo(export_model(src, dest, eval_dir, command, inference))
+    text = notes.read_text() if notes else None
+    typer.echo(export_model(src, dest, eval_dir, command, inference, text))
 
 
 @app.command("demo")

@@ -9,6 +9,7 @@ that trained it, and the evaluation table when an evaluation directory is given.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,13 @@ def _wall_seconds(run_dir: Path, step: int) -> float | None:
     return total
 
 
+def _shown(path: str | None) -> str | None:
+    """A path as the reader should see it: relative to the working directory when inside it."""
+    if path and os.path.isabs(path) and path.startswith(os.getcwd() + os.sep):
+        return os.path.relpath(path)
+    return path
+
+
 def _data_lines(config: dict[str, Any]) -> list[str]:
     info_path = Path(config.get("data", "")) / "dataset.json"
     if not info_path.exists():
@@ -47,7 +55,7 @@ def _data_lines(config: dict[str, Any]) -> list[str]:
         f"- {info['n_ok']} training photos ({info['n_skipped']} grey ones skipped), stored at "
         f"{info['size']}x{info['size']}, from:",
         *[f"  - `{s}`" for s in sources],
-        f"- validation during training: `{config.get('val_data')}` (held out)",
+        f"- validation during training: `{_shown(config.get('val_data'))}` (held out)",
     ]
 
 
@@ -57,6 +65,7 @@ def model_card(
     eval_dir: Path | None = None,
     command: str | None = None,
     inference: dict[str, float] | None = None,
+    notes: str | None = None,
 ) -> str:
     header, meta = read_header(src), read_meta(src)
     inf = inference or {}
@@ -98,6 +107,8 @@ def model_card(
             "",
             summary_markdown(summary),
         ]
+    if notes:
+        lines += ["", "## Notes", notes.strip()]
     return "\n".join(line for line in lines if line is not None) + "\n"
 
 
@@ -107,11 +118,12 @@ def export_model(
     eval_dir: str | Path | None = None,
     command: str | None = None,
     inference: dict[str, float] | None = None,
+    notes: str | None = None,
 ) -> Path:
     """Copy a checkpoint's inference files to ``dest`` with a generated ``MODEL_CARD.md``."""
     src = resolve_model(src)
     card = model_card(
-        src, Path(dest).name, Path(eval_dir) if eval_dir else None, command, inference
+        src, Path(dest).name, Path(eval_dir) if eval_dir else None, command, inference, notes
     )
     dest = copy_checkpoint(src, dest)
     meta = read_meta(dest)
