@@ -166,3 +166,77 @@ def broken_dir(tmp_path: Path, coco_tiny: Path) -> Path:
     (folder / "text.jpg").write_text("this is not a JPEG, only text with a .jpg name\n" * 20)
     (folder / "random.png").write_bytes(np.random.default_rng(0).bytes(4096))
     return folder
+
+
+class FlakyS3Proxy:
+    """A loopback HTTP proxy in front of the S3 server that answers every ``every``-th request
+    with ``503 SlowDown`` (what S3 sends when throttling) and forwards the others unchanged:
+    transient storage errors, for real, on the wire."""
+
+    def __init__(self, upstream: str, every: int = 3):
+        import http.client
+        import http.server
+        import threading
+        from urllib.parse import urlparse
+
+        target = urlparse(upstream)
+        self.requests = 0
+        self.failed = 0
+        proxy = self
+        lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _relay(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                with lock:
+                    proxy.requests += 1
+                    fail = proxy.requests % every == 0
+                    proxy.failed += fail
+                if fail:
+                    msg = b"<Error><Code>SlowDown</Code><Message>Reduce your rate</Message></Error>"
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(msg)))
+                    self.end_headers()
+                    self.wfile.write(msg)
+                    return
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _relay
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def flaky_s3(s3_server: str) -> Iterator[FlakyS3Proxy]:
+    """Every third request to the loopback S3 server fails with 503 SlowDown."""
+    proxy = FlakyS3Proxy(s3_server)
+    try:
+        yield proxy
+    finally:
+        proxy.close()

@@ -241,3 +241,20 @@ def test_job_entrypoint_runs_its_config_with_overrides(ray_local, tmp_path, tiny
     assert main([*args, "allow_errors=true"]) == 0  # resumed: only the failed input again
     rows = manifest(str(tmp_path / "out"))
     assert sorted(r["status"] for r in rows) == ["error", "ok", "ok", "ok"]
+
+
+def test_transient_storage_errors_are_retried(ray_local, s3_server, flaky_s3, tmp_path, tiny_model):
+    """Every third S3 request answers 503 SlowDown: reads, writes and the manifest retry with
+    backoff, and every input ends ok."""
+    src, dst = make_bucket(s3_server), make_bucket(s3_server)
+    local = tmp_path / "src"
+    expected = write_grey_copies(require(COCO_VAL), local, n=6)
+    for e in expected:
+        src.put(e.key, local / e.key)
+    storage = StorageOptions(endpoint_url=flaky_s3.endpoint)
+    cfg = RunConfig(src=src.uri("grey"), dst=dst.uri("out"), model=str(tiny_model), storage=storage)
+    summary = run(RunConfig(**{**cfg.__dict__, "progress": False}))
+    assert (summary["ok"], summary["error"]) == (6, 0)
+    assert flaky_s3.failed >= 5  # the listing, reads, writes and manifest all met failures
+    rows = manifest(cfg.dst, StorageOptions(endpoint_url=s3_server))
+    assert len(rows) == 6 and {r["status"] for r in rows} == {"ok"}
