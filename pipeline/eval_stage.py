@@ -118,7 +118,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         greys = [Image.fromarray(g) for g in outputs[GREY]]
         t0 = time.perf_counter()
         t, s = settings(model, cfg.temperature, cfg.saturation)
-        used[label] = {"temperature": t, "saturation": s}
+        classes = model.output_kind == "classes"  # the temperature is for class models only
+        used[label] = {"temperature": t if classes else None, "saturation": s}
         colored = colorize_images(model, table, greys, EVAL_SIZE, t, cfg.batch_size, s)
         seconds[label] = time.perf_counter() - t0
         outputs[label] = [np.asarray(c) for c in colored]
