@@ -103,3 +103,25 @@ def test_rejects_sizes_not_multiple_of_16(name: str) -> None:
 def test_unknown_keyword_is_a_type_error() -> None:
     with pytest.raises(TypeError):
         create_model("seg", base_widht=32)
+
+
+@pytest.mark.parametrize("name", ["cls-afm", "pixel-attn", "seg", "colornet"])
+def test_prepare_for_inference_keeps_the_colours(name):
+    """BatchNorm folded, channels-last, auxiliary heads skipped: the same colour output."""
+    from colorization.models import prepare_for_inference
+
+    torch.manual_seed(0)
+    kwargs = {"base_width": 8} if name == "colornet" else {"base_width": 8, "num_classes": 40}
+    model = create_model(name, **kwargs)
+    model.train()
+    x = torch.rand(2, 1, 64, 64) * 100
+    model(x)  # move the BatchNorm running statistics away from their initial values
+    model.eval()
+    key = "uv" if name == "colornet" else "logits"
+    with torch.inference_mode():
+        ref = model(x)[key]
+        fast = prepare_for_inference(model)
+        out = fast(x)
+    assert torch.allclose(out[key], ref, atol=1e-3, rtol=1e-4)
+    if name != "colornet":
+        assert set(out) == {"logits"}  # no category or segmentation output

@@ -7,6 +7,11 @@ seg         UNetColorizer, pixel-attn + semantic-segmentation branch (main model
 """
 
 from colorization.models import colornet, unet  # noqa: F401  (registers the factories)
-from colorization.models.registry import create_model, list_models, register_model
+from colorization.models.registry import (
+    create_model,
+    list_models,
+    prepare_for_inference,
+    register_model,
+)
 
-__all__ = ["create_model", "list_models", "register_model"]
+__all__ = ["create_model", "list_models", "prepare_for_inference", "register_model"]

@@ -78,12 +78,14 @@ class SegmentationBranch(nn.Module):
         )
         self.head = PointwiseConv(widths[0], num_seg_classes)
 
-    def forward(self, bottleneck: Tensor, skips: list[Tensor]) -> tuple[list[Tensor], Tensor]:
+    def forward(
+        self, bottleneck: Tensor, skips: list[Tensor], head: bool = True
+    ) -> tuple[list[Tensor], Tensor | None]:
         x, features = bottleneck, [None] * NUM_LEVELS
         for level in reversed(range(NUM_LEVELS)):
             x = self.stages[level](torch.cat([upsample2(x), skips[level]], dim=1))
             features[level] = x
-        return features, self.head(x)
+        return features, self.head(x) if head else None
 
 
 class UNetColorizer(nn.Module):
@@ -172,7 +174,8 @@ class UNetColorizer(nn.Module):
 
         out: dict[str, Tensor] = {}
         context = self.context(x)
-        if self.category_head is not None:
+        auxiliary = not getattr(self, "colour_only", False)  # see prepare_for_inference
+        if self.category_head is not None and auxiliary:
             out["category"] = self.category_head(context)
         x = self.context_fusion(x, context)
         if self.bottleneck_attention is not None:
@@ -180,7 +183,9 @@ class UNetColorizer(nn.Module):
 
         seg_features: list[Tensor | None] = [None] * NUM_LEVELS
         if self.segmentation is not None:
-            seg_features, out["segmentation"] = self.segmentation(x, skips)
+            seg_features, seg = self.segmentation(x, skips, head=auxiliary)
+            if seg is not None:
+                out["segmentation"] = seg
 
         for level in self.levels:
             skip = self.fusions[str(level)](skips, skips[level].shape[-2:])
