@@ -147,6 +147,7 @@ def main() -> None:
     ap.add_argument("--model", default="seg-starter")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--memory", default="100,1000")
+    ap.add_argument("--job-args", default="", help="extra `colorize run` options, one string")
     a = ap.parse_args()
     host = host_load()
     s3, endpoint = start_s3()
@@ -173,7 +174,8 @@ def main() -> None:
         for n in sizes:
             summary, peak, wall = run_job(
                 [f"s3://src{n}/scans", f"s3://dst{n}/colour", "--model", a.model]
-                + ["--endpoint-url", endpoint, "--batch-size", str(a.batch), "--no-progress"],
+                + ["--endpoint-url", endpoint, "--batch-size", str(a.batch), "--no-progress"]
+                + a.job_args.split(),
                 env,
             )
             assert summary["ok"] == n, summary
