@@ -5,28 +5,46 @@ import time
 from pathlib import Path
 
 
+def proc_stats() -> dict[int, tuple[int, str, int]]:
+    """Every live process from ``/proc``: ``{pid: (parent pid, name, CPU ticks user+system)}``."""
+    stats = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        stats[int(stat.parent.name)] = (int(fields[1]), name, int(fields[11]) + int(fields[12]))
+    return stats
+
+
+def process_tree(root: int, stats: dict[int, tuple[int, str, int]] | None = None) -> set[int]:
+    """``root`` and all its live descendants (for Ray: the GCS, raylet, workers, actors)."""
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in (stats if stats is not None else proc_stats()).items():
+        children.setdefault(ppid, []).append(pid)
+    tree, frontier = {root}, [root]
+    while frontier:
+        kids = [k for k in children.get(frontier.pop(), []) if k not in tree]
+        tree.update(kids)
+        frontier += kids
+    return tree
+
+
 def host_load(seconds: float = 1.0) -> dict:
     """How busy the machine is while this script sleeps (Linux ``/proc``): the benchmarks need
     a quiet machine, so every run records how quiet it was."""
-
-    def cpu_ticks() -> dict[str, int]:
-        ticks = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                text = stat.read_text()
-            except OSError:
-                continue
-            name = text[text.index("(") + 1 : text.rindex(")")]
-            fields = text[text.rindex(")") + 2 :].split()
-            ticks[f"{stat.parent.name} {name}"] = int(fields[11]) + int(fields[12])
-        return ticks
-
     hz = os.sysconf("SC_CLK_TCK")
-    before = cpu_ticks()
+    before = proc_stats()
     time.sleep(seconds)
-    after = cpu_ticks()
+    after = proc_stats()
     use = sorted(
-        ((after[k] - before.get(k, after[k])) / hz / seconds, k.split(" ", 1)[1]) for k in after
+        (
+            (ticks - before.get(pid, (0, name, ticks))[2]) / hz / seconds,
+            name,
+        )
+        for pid, (_, name, ticks) in after.items()
     )[::-1]
     return {
         "loadavg_1min": round(os.getloadavg()[0], 2),

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import boto3
 import torch
-from _host import host_load
+from _host import host_load, process_tree
 from PIL import Image
 
 from colorization.inference import lightness, model_chroma
@@ -95,18 +95,8 @@ def bare_loop(model, table, files, n: int, batch: int) -> float:
 def pss_of_tree(root: int) -> int:
     """Summed PSS (bytes) of process ``root`` and all its descendants (the driver, and the
     Ray processes it started: raylet, GCS, workers, actors)."""
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").glob("[0-9]*"):
-        try:
-            stat = (d / "stat").read_text()
-            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        except (OSError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(d.name))
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        todo += children.get(pid, [])
+    total = 0
+    for pid in process_tree(root):
         try:
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from _host import host_load  # noqa: E402  (benchmarks/ is on sys.path when run)
+from _host import host_load, proc_stats, process_tree  # noqa: E402  (benchmarks/ is on sys.path when run)
 from PIL import Image
 
 from colorization.abgrid import AbGrid
@@ -85,21 +85,9 @@ def spin(n: int = 2_000_000) -> float:
 def tree_cpu_seconds() -> float:
     """CPU seconds (user + system) used so far by this process and all its descendants that
     are alive (the pool's workers; Ray's GCS, raylet and workers), from ``/proc``."""
-    stats = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2 :].split()
-        stats[int(stat.parent.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
-    tree, frontier = {os.getpid()}, [os.getpid()]
-    while frontier:
-        parent = frontier.pop()
-        kids = [pid for pid, (ppid, _) in stats.items() if ppid == parent and pid not in tree]
-        tree.update(kids)
-        frontier += kids
-    return sum(stats[pid][1] for pid in tree if pid in stats) / os.sysconf("SC_CLK_TCK")
+    stats = proc_stats()
+    ticks = sum(stats[pid][2] for pid in process_tree(os.getpid(), stats) if pid in stats)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def rounds(

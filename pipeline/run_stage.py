@@ -47,6 +47,8 @@ from pipeline.sources import (
     join_uri,
     list_items,
     read_bytes,
+    s3_client,
+    split_s3,
     write_bytes,
 )
 
@@ -168,8 +170,6 @@ def finished_rows(cfg: RunConfig) -> dict[str, dict]:
 
 def _clear_manifest(cfg: RunConfig) -> None:
     if is_s3(cfg.dst):
-        from pipeline.sources import s3_client, split_s3
-
         bucket, prefix = split_s3(_manifest_uri(cfg, ""))
         client = s3_client(cfg.storage)
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
@@ -359,8 +359,6 @@ def _check_destination(cfg: RunConfig) -> None:
         os.makedirs(cfg.dst, exist_ok=True)
         return
     from botocore.exceptions import ClientError
-
-    from pipeline.sources import s3_client, split_s3
 
     bucket, _ = split_s3(cfg.dst)
     try:
