@@ -110,12 +110,12 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     sources: dict[str, str] = {GREY: "", ORIGINALS: ""}
     taken = {GREY, ORIGINALS}
     used: dict[str, dict[str, float]] = {}
+    greys = [Image.fromarray(g) for g in outputs[GREY]]  # the models' input, made once
     for spec in cfg.models:
         model, table, path = load(spec.split("=", 1)[-1])
         label = _model_label(spec, path, taken)
         taken.add(label)
         sources[label] = str(path)
-        greys = [Image.fromarray(g) for g in outputs[GREY]]
         t0 = time.perf_counter()
         t, s = settings(model, cfg.temperature, cfg.saturation)
         classes = model.output_kind == "classes"  # the temperature is for class models only
