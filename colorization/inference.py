@@ -131,16 +131,27 @@ def colorize_images(
     return out
 
 
+def pixels_u8(im: Image.Image) -> np.ndarray:
+    """The 8-bit pixels the lightness is computed from: ``(H, W)`` for 8-bit grey scans,
+    ``(H, W, 3)`` RGB for any other mode (:func:`colorization.imageio.to_rgb8`). Four times
+    smaller than the float L, so the archive job carries these between its stages."""
+    return np.asarray(im) if im.mode == "L" else np.asarray(to_rgb8(im))
+
+
+def lightness_of(pixels: np.ndarray, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """8-bit pixels (:func:`pixels_u8`) -> (their L ``(1, 1, H, W)`` in [0, 100], that L
+    resized to ``(1, 1, size, size)`` for the model; ``size`` a multiple of 16)."""
+    if size % 16:
+        raise ValueError(f"size must be a multiple of 16, got {size}")
+    L_full = torch.from_numpy(color.lightness_u8(pixels))[None, None]
+    small = F.interpolate(L_full, size=(size, size), mode="bilinear", align_corners=False)
+    return L_full, small
+
+
 def lightness(im: Image.Image, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """PIL image (any mode) -> (its L ``(1, 1, H, W)`` in [0, 100], that L resized to
     ``(1, 1, size, size)`` for the model; ``size`` a multiple of 16)."""
-    if size % 16:
-        raise ValueError(f"size must be a multiple of 16, got {size}")
-    grey = im.mode == "L"  # 8-bit grey scans: a table lookup
-    L = color.lightness_u8(np.asarray(im) if grey else np.asarray(to_rgb8(im)))
-    L_full = torch.from_numpy(L)[None, None]
-    small = F.interpolate(L_full, size=(size, size), mode="bilinear", align_corners=False)
-    return L_full, small
+    return lightness_of(pixels_u8(im), size)
 
 
 def finish(

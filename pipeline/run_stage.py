@@ -36,8 +36,9 @@ import torch
 import yaml
 from PIL import Image
 
+from colorization.color import lightness_u8
 from colorization.imageio import DEFAULT_MAX_PIXELS, decode_image
-from colorization.inference import finish, lightness, model_chroma
+from colorization.inference import finish, lightness_of, model_chroma, pixels_u8
 from colorization.metrics import colorfulness
 from colorization.shipped import DEFAULT_MODEL
 from pipeline.sources import (
@@ -193,12 +194,13 @@ def _columns(rows: list[dict[str, Any]], keys: list[str]) -> dict[str, list]:
     return {k: [r[k] for r in rows] for k in keys}
 
 
-_EMPTY = np.zeros((0, 0), np.float32)
 _PASS = ["source_uri", "output_uri", "status", "error", "width", "height", "mode", "seconds"]
 
 
 class _Decode:
-    """Read + decode + L (tasks). Failed rows carry their error and empty arrays."""
+    """Read + decode (tasks): the 8-bit pixels the L is computed from (the finish stage
+    computes the full-resolution L again from them: four times less data to carry than the
+    float L) and the ``size`` x ``size`` L the model sees. Failed rows carry their error."""
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
@@ -208,15 +210,16 @@ class _Decode:
         out = []
         for r in _rows_of(batch):
             t0 = time.perf_counter()
-            row = {**_row(r["source_uri"], r["output_uri"]), "L": _EMPTY, "small": None}
+            row = {**_row(r["source_uri"], r["output_uri"]), "pixels": b"", "small": None}
             row["alpha"] = b""
             try:
                 im = decode_image(
                     read_bytes(r["source_uri"], self.cfg.storage), self.cfg.max_pixels
                 )
                 row.update(width=im.width, height=im.height, mode=im.mode)
-                L, small = lightness(im, self.cfg.size)
-                row.update(L=L[0, 0].numpy(), small=small[0, 0].numpy())
+                pixels = pixels_u8(im)
+                small = lightness_of(pixels, self.cfg.size)[1]
+                row.update(pixels=pixels.tobytes(), small=small[0, 0].numpy())
                 if "A" in im.getbands() and self.cfg.format != "jpeg":
                     row["alpha"] = im.getchannel("A").tobytes()
             except Exception as e:  # noqa: BLE001 - every input gets a row
@@ -225,7 +228,7 @@ class _Decode:
                 row["small"] = np.zeros((self.cfg.size, self.cfg.size), np.float32)
             row["seconds"] = time.perf_counter() - t0
             out.append(row)
-        return _columns(out, [*_PASS, "L", "small", "alpha"])
+        return _columns(out, [*_PASS, "pixels", "small", "alpha"])
 
 
 def _clean(row: dict[str, Any]) -> dict[str, Any]:
@@ -291,7 +294,7 @@ class Colorizer:
             "status": status,
             "error": error,
             "seconds": seconds,
-            "L": batch["L"],
+            "pixels": batch["pixels"],
             "alpha": batch["alpha"],
             "chroma": chroma,
         }
@@ -324,10 +327,13 @@ class _Finish:
         return _columns(out, [f.name for f in MANIFEST_SCHEMA if f.name != "run_id"])
 
     def _write(self, r: dict[str, Any]) -> float:
-        L = torch.from_numpy(np.ascontiguousarray(r["L"], np.float32))[None, None]
+        w, h = int(r["width"]), int(r["height"])
+        pixels = np.frombuffer(r["pixels"], np.uint8)
+        pixels = pixels.reshape((h, w) if pixels.size == w * h else (h, w, 3))
+        L = torch.from_numpy(lightness_u8(pixels))[None, None]
         alpha = None
         if len(r["alpha"]):
-            alpha = Image.frombytes("L", (int(r["width"]), int(r["height"])), bytes(r["alpha"]))
+            alpha = Image.frombytes("L", (w, h), bytes(r["alpha"]))
         im = finish(L, torch.from_numpy(np.asarray(r["chroma"], np.float32)), self.kind, alpha)
         fmt = FORMATS[self.cfg.format][0]
         buf = io.BytesIO()
