@@ -221,10 +221,12 @@ def _srgb_rounding_thresholds() -> np.ndarray:
     return srgb_to_linear(encoded)
 
 
-_U8_THRESHOLDS = _srgb_rounding_thresholds()
+_U8_THRESHOLDS = np.append(_srgb_rounding_thresholds(), np.inf)  # 256: the last is never met
 _U8_COARSE = np.searchsorted(_U8_THRESHOLDS, np.arange(4097) / 4096.0, side="right").astype(
     np.int64
 )
+# the compiled Lab -> 8-bit pass takes at most one step past the coarse count
+assert np.diff(_U8_COARSE).max() <= 1
 
 
 def lab_to_rgb_u8(L: np.ndarray, ab: np.ndarray) -> np.ndarray:

@@ -69,8 +69,9 @@ def lab_to_rgb_u8(
 
     The sRGB encoding and the rounding to 8 bits are one step: the 8-bit value of a linear
     value ``x`` is the number of ``thresholds`` (the linear values of the 255 rounding
-    boundaries) at or below ``x``; ``coarse`` (the count at ``i / len(coarse)``) gives the
-    starting point, so no power is computed per channel."""
+    boundaries, then +inf) at or below ``x``; ``coarse`` (the count at ``i / (len(coarse) -
+    1)``) is that number within one, so no power is computed per channel and no data-dependent
+    branch is taken (those mispredicted and cost most of the pass)."""
     h, w = L.shape
     out = np.empty((h, w, 3), np.uint8)
     n_coarse = coarse.shape[0] - 1
@@ -86,16 +87,9 @@ def lab_to_rgb_u8(
             X, Y, Z = tx * white[0], ty * white[1], tz * white[2]
             for c in range(3):
                 lin = rgb_from_xyz[c, 0] * X + rgb_from_xyz[c, 1] * Y + rgb_from_xyz[c, 2] * Z
-                if lin <= 0.0:
-                    out[y, x, c] = 0
-                    continue
-                if lin >= 1.0:
-                    out[y, x, c] = 255
-                    continue
+                lin = min(max(lin, 0.0), 1.0)  # out of gamut: clipped
                 v = coarse[int(lin * n_coarse)]
-                while v < 255 and lin >= thresholds[v]:
-                    v += 1
-                out[y, x, c] = v
+                out[y, x, c] = v + (lin >= thresholds[v])  # at most one step, no branch
     return out
 
 

@@ -86,7 +86,15 @@ class RunConfig:
     temperature: float | None = None  # None: the model's own setting
     saturation: float | None = None  # None: the model's own setting
     size: int = 256  # the model's input side
-    batch_size: int = 8
+    batch_size: int = 8  # images per model call
+    task_batch_size: int = 32  # images per decode and finish task (fewer tasks: less overhead)
+    # decode tasks and finish tasks in flight at once (each): bounds the worker processes and
+    # the data in flight, so memory does not depend on the archive's size; 0: as many as the
+    # CPUs allow (on a cluster, where many CPUs feed GPU actors)
+    task_concurrency: int = 1
+    # the object store memory Ray Data may fill with blocks between the stages (0: Ray's own
+    # limit, a share of the object store): the data in flight, whatever the archive's size
+    in_flight_mb: int = 0
     workers: int = 1  # model actors
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 0.5  # fractional: the read and write tasks need CPUs too
@@ -342,7 +350,7 @@ class _Finish:
         else:
             im.save(buf, fmt, quality=self.cfg.quality)
         write_bytes(r["output_uri"], buf.getvalue(), self.cfg.storage)
-        return colorfulness(np.asarray(im.convert("RGB"))[::2, ::2])
+        return colorfulness(np.asarray(im)[::2, ::2, :3])
 
 
 # --- the job ----------------------------------------------------------------------------------
@@ -376,7 +384,7 @@ def _check_destination(cfg: RunConfig) -> None:
 def run(cfg: RunConfig) -> dict[str, Any]:
     """Colorize SRC into DST; returns the summary (also ``DST/_manifest/summary.json``)."""
     import ray
-    from ray.data import ActorPoolStrategy
+    from ray.data import ActorPoolStrategy, ExecutionResources, TaskPoolStrategy
 
     from pipeline.config import to_dict
 
@@ -410,6 +418,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     )
 
     new_rows = [dict(r, model_id=model_id, run_id=run_id) for r in decided]
+    arrivals: list[tuple[float, int]] = []
     n_shard = 0
     for i in range(0, len(new_rows), cfg.shard_size):
         write_shard(cfg, run_id, n_shard, new_rows[i : i + cfg.shard_size])
@@ -418,14 +427,20 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
-        n_blocks = max(1, min(-(-len(todo) // cfg.batch_size), 10_000))
+        if cfg.in_flight_mb:
+            ctx.execution_options.resource_limits = ExecutionResources(
+                object_store_memory=cfg.in_flight_mb * 2**20
+            )
+        n_blocks = max(1, min(-(-len(todo) // cfg.task_batch_size), 10_000))
         ds = ray.data.from_items(todo, override_num_blocks=n_blocks)
         decode, fin = _Decode(cfg), _Finish(cfg, model_id, fingerprint, kind)
+        tasks = TaskPoolStrategy(size=cfg.task_concurrency) if cfg.task_concurrency else None
         ds = ds.map_batches(
             lambda b: decode(b),
-            batch_size=cfg.batch_size,
+            batch_size=cfg.task_batch_size,
             batch_format="numpy",
             num_cpus=cfg.cpus_per_task,
+            compute=tasks,
             # task retries on a lost worker; an argument actors do not take, so Ray Data
             # never fuses decoding into the model actors (it would run serially there)
             max_retries=5,
@@ -441,14 +456,16 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         )
         ds = ds.map_batches(
             lambda b: fin(b),
-            batch_size=cfg.batch_size,
+            batch_size=cfg.task_batch_size,
             num_cpus=cfg.cpus_per_task,
+            compute=tasks,
             batch_format="numpy",
         )
-        new_rows += _collect(ds, cfg, run_id, len(todo), n_shard)
+        new_rows += _collect(ds, cfg, run_id, len(todo), n_shard, arrivals)
     rows = list(carried.values()) + new_rows
     write_bytes(f"{cfg.dst.rstrip('/')}/{MANIFEST}", _table_bytes(rows), cfg.storage)
     elapsed = time.perf_counter() - t_start
+    steady = steady_rate(arrivals, len(todo))
     counts = Counter(r["status"] for r in rows)
     summary = {
         "run_id": run_id,
@@ -458,6 +475,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         **{s: counts.get(s, 0) for s in ("ok", "error", "skipped")},
         "seconds": round(elapsed, 2),
         "images_per_s": round(len(todo) / elapsed, 2) if elapsed else None,
+        "steady_images_per_s": round(steady, 2) if steady else None,  # see steady_rate
         "manifest": f"{cfg.dst.rstrip('/')}/{MANIFEST}",
         "model_id": model_id,
     }
@@ -467,8 +485,22 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     return summary
 
 
-def _collect(ds, cfg: RunConfig, run_id: str, total: int, n_shard: int) -> list[dict]:
-    """Stream the rows to the driver, writing a manifest shard every ``shard_size`` rows."""
+def steady_rate(arrivals: list[tuple[float, int]], total: int) -> float | None:
+    """Images/s while the pipeline is full: from the arrival of the 10th to that of the 90th
+    percentile row (Ray's start, the model load and the last batches' drain left out)."""
+    lo = next((i for i, a in enumerate(arrivals) if a[1] >= 0.1 * total), None)
+    hi = next((i for i, a in enumerate(arrivals) if a[1] >= 0.9 * total), None)
+    if lo is None or hi is None or hi - lo < 4:  # too few arrivals to tell (a small run)
+        return None
+    lo, hi = arrivals[lo], arrivals[hi]
+    return (hi[1] - lo[1]) / (hi[0] - lo[0])
+
+
+def _collect(
+    ds, cfg: RunConfig, run_id: str, total: int, n_shard: int, arrivals: list
+) -> list[dict]:
+    """Stream the rows to the driver, writing a manifest shard every ``shard_size`` rows;
+    ``arrivals`` gets (time, rows so far) for every batch that arrives."""
     from tqdm import tqdm
 
     rows: list[dict] = []
@@ -476,6 +508,7 @@ def _collect(ds, cfg: RunConfig, run_id: str, total: int, n_shard: int) -> list[
     counts: Counter = Counter()
     bar = tqdm(total=total, unit="img", disable=not cfg.progress, smoothing=0.1)
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        arrivals.append((time.perf_counter(), len(rows) + len(pending) + batch.num_rows))
         for r in batch.to_pylist():
             r["run_id"] = run_id
             pending.append(r)

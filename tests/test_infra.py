@@ -3,18 +3,23 @@ job configs load into their stages' dataclasses, every ``python -m jobs.X --conf
 the manifests and config comments exists and loads, one image name everywhere, the image's
 torch and ray pins are pyproject's, the KubeRay manifests ask for GPUs and use the Secret the
 example defines, the AWS cluster config passes Ray's own schema, the image runs as non-root,
-and the stage entrypoints parse their arguments and call their stage."""
+the stage entrypoints parse their arguments and call their stage, and the runbook
+(infra/README.md) names what exists and carries the sizing table infra/sizing.py computes."""
 
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
+import importlib.util
 import json
+import math
 import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -554,3 +559,195 @@ def test_entrypoint_loads_the_config_calls_its_stage_and_prints_json(
         assert printed == result
     else:
         assert printed["images"] == 2 and printed["report"] == "/tmp/x/report.html"
+
+
+# --- the runbook and its sizing table ---------------------------------------------------------
+README = INFRA / "README.md"
+SIZING_MARKERS = ("<!-- sizing:begin -->\n", "\n<!-- sizing:end -->")
+RUNBOOK_STAGES = ("prepare", "tables", "train", "eval", "run")
+
+
+@functools.cache
+def _sizing() -> ModuleType:
+    """infra/sizing.py (a script, not a package module), imported once."""
+    spec = importlib.util.spec_from_file_location("infra_sizing", INFRA / "sizing.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_runbook_sizing_table_is_the_scripts_output():
+    text = README.read_text()
+    begin, end = SIZING_MARKERS
+    assert text.count(begin) == 1 and text.count(end) == 1, "one pair of sizing markers"
+    pasted = text[text.index(begin) + len(begin) : text.index(end)]
+    assert pasted == _sizing().sizing_table(), "run `python infra/sizing.py` and paste its table"
+
+
+def test_sizing_script_prints_the_table_without_ray_or_torch():
+    code = (
+        "import runpy, sys\n"
+        "runpy.run_path('infra/sizing.py', run_name='__main__')\n"
+        "print('HEAVY', sorted(m for m in ('ray', 'torch', 'numpy') if m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=50
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == _sizing().sizing_table() + "\nHEAVY []\n"
+
+
+def test_runbook_names_existing_files_configs_and_jobs():
+    text = README.read_text()
+    for path in sorted(p for p in INFRA.rglob("*") if p.is_file() and p != README):
+        if "__pycache__" not in path.parts:
+            assert f"`{path.relative_to(INFRA).as_posix()}`" in text, f"{_rel(path)} not described"
+    named = set(re.findall(r"jobs/configs/[\w.-]+\.yaml", text))
+    assert named >= {f"jobs/configs/{n}" for n in CLUSTER_CONFIGS}
+    for config in named:
+        assert (REPO / config).is_file(), f"infra/README.md names {config}, which is not there"
+    for job in set(re.findall(r"python -m (jobs\.\w+)", text)):
+        assert (REPO / Path(*job.split("."))).with_suffix(".py").is_file(), job
+    submit = (
+        "ray job submit --address http://HEAD:8265 --working-dir . -- python -m jobs.{} --config"
+    )
+    for stage in RUNBOOK_STAGES:
+        assert submit.format(stage) in text, f"no submit command for jobs.{stage}"
+
+
+def test_sizing_figures_are_the_benchmarks():
+    s, docs = _sizing(), (REPO / "docs" / "benchmarks.md").read_text()
+    assert "2 vCPUs" in docs and "no GPU" in docs and s.MEASURED_CPUS == 2
+    rows = {
+        s.TABLES_IMAGES_PER_S: r"\| 288 COCO JPEGs x 3 \(864\) \|[^|\n]*\|[^|\n]*\| {} \|",
+        s.TRAIN_SMALL_IMAGES_PER_S: r"\| 2 Ray Train workers \(DDP over gloo\) \| {} ",
+        s.TRAIN_SMALL_256_IMAGES_PER_S: r"\| seg \| 2\.09 M \| [\d.]+ \| {} \|",
+        s.RUN_IMAGES_PER_S: r"\| `colorize run`, 1,000 inputs \| {} \|",
+        s.RUN_MODEL_ONLY_IMAGES_PER_S: r"\| bare model loop [^|\n]*\| {} \|",
+    }
+    for value, pattern in rows.items():
+        assert re.search(pattern.format(re.escape(str(value))), docs), (value, pattern)
+
+
+def test_flop_counts_are_the_models():
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from colorization.models import create_model
+    from colorization.shipped import load
+
+    s = _sizing()
+
+    def gflop(model: torch.nn.Module, x: torch.Tensor) -> float:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+        return counter.get_total_flops() / 1e9
+
+    for width, classes, side, expected in (
+        (16, 247, 128, s.SEG_SMALL_128_GFLOP),
+        (16, 247, 256, s.SEG_SMALL_256_GFLOP),
+        (64, 313, 256, s.SEG_FULL_256_GFLOP),
+    ):
+        with torch.device("meta"):  # shapes only: no memory, no compute
+            model = create_model("seg", base_width=width, num_classes=classes, num_categories=80)
+            x = torch.empty(1, 1, side, side)
+        assert gflop(model, x) == pytest.approx(expected, rel=0.01), (width, classes, side)
+    starter, _, _ = load("seg-starter")
+    assert gflop(starter, torch.zeros(1, 1, 256, 256)) == pytest.approx(
+        s.SEG_STARTER_256_GFLOP, rel=0.01
+    )
+
+
+def test_flop_scaling_agrees_with_the_other_measured_crop():
+    """The 256 px figure, scaled by FLOPs, gives about the CPU rate the 128 px run gave."""
+    s = _sizing()
+    at_256 = (
+        s.TRAIN_SMALL_256_IMAGES_PER_S
+        * s.TRAIN_FORWARDS_PER_STEP
+        * s.SEG_SMALL_256_GFLOP
+        / s.MEASURED_CPUS
+    )
+    assert at_256 == pytest.approx(s.CPU_TRAIN_GFLOPS_PER_CPU, rel=0.15)
+
+
+@pytest.mark.parametrize("stage", ["tables", "train", "run"])
+@pytest.mark.parametrize("images, hours", [(118_287, 0.01), (5_914_350, 24.0), (10**6, 1.0)])
+def test_cores_for_inverts_the_wall_time(stage: str, images: int, hours: float):
+    s = _sizing()
+
+    def wall(cpus: int) -> float:
+        if cpus == 0:
+            return math.inf
+        rate = s.IMAGES_PER_S_PER_CPU[stage] * cpus * s.SCALING_EFFICIENCY
+        return s.wall_hours(images, rate)
+
+    n = s.cores_for(images, hours, stage)
+    assert wall(n) <= hours < wall(n - 1), (n, wall(n), wall(n - 1))
+    assert s.cpu_images_per_s(stage, n, nodes=2) >= images / hours / 3600  # several nodes
+
+
+def test_doubling_nodes_halves_the_wall_time_less_the_efficiency():
+    s = _sizing()
+    cpus = s.CPU_NODE.cpus
+    for stage in ("tables", "train", "run"):
+        t = {n: s.wall_hours(10**6, s.cpu_images_per_s(stage, cpus * n, n)) for n in (1, 2, 4, 8)}
+        assert t[2] / t[1] == pytest.approx(1 / (2 * s.SCALING_EFFICIENCY))
+        assert t[4] / t[2] == pytest.approx(0.5) and t[8] / t[4] == pytest.approx(0.5)
+    one, two = (s.gpu_train_images_per_s(s.GPU_NODE.gpus * n, n) for n in (1, 2))
+    assert two / one == pytest.approx(2 * s.SCALING_EFFICIENCY)
+    assert 0 < s.SCALING_EFFICIENCY <= 1 and 0 < s.ASSUMED_GPU_UTILIZATION <= 1
+
+
+def test_sizing_rows_are_labelled_and_priced():
+    s = _sizing()
+    rows = s.estimates()
+    assert {r.node for r in rows} == {s.CPU_NODE, s.GPU_NODE}
+    jobs = {r.job.split(",")[0]: r.images for r in rows}
+    assert jobs == {
+        "tables": s.COCO_TRAIN2017_IMAGES,
+        "train seg (width 64": s.COCO_TRAIN2017_IMAGES * s.TRAIN_EPOCHS,
+        "run": s.ARCHIVE_IMAGES,
+    }
+    for r in rows:
+        assert r.hours == pytest.approx(r.images / r.images_per_s / 3600)
+        per_hour = r.nodes * r.node.usd_per_hour + s.HEAD_NODE.usd_per_hour
+        assert r.usd == pytest.approx(r.hours * per_hour)
+        assert r.images_per_s <= s.S3_GETS_PER_S_PER_PREFIX or r.job.startswith("train"), r
+        if r.node.gpus:  # no GPU was measured: every GPU row says it is an estimate
+            assert r.basis.startswith("ESTIMATE"), r
+        else:
+            assert "ESTIMATE" not in r.basis, r
+    table = s.sizing_table()
+    assert "assumed" in table.lower() and "check your provider" in table
+    assert s.MEASURED_ON in table
+
+
+def test_sizing_nodes_are_the_clusters():
+    s = _sizing()
+    kuberay = {g["groupName"]: g for g in _one(RAYCLUSTER)["spec"]["workerGroupSpecs"]}
+    aws = _one(AWS_CLUSTER)["available_node_types"]
+
+    def requests(group: dict) -> dict:
+        (container,) = group["template"]["spec"]["containers"]
+        return container["resources"]["requests"]
+
+    gpu, cpu = kuberay["gpu-8x"], kuberay["cpu"]
+    assert (
+        s.GPU_NODE.instance
+        == gpu["template"]["spec"]["nodeSelector"]["node.kubernetes.io/instance-type"]
+    )
+    assert s.GPU_NODE.instance == aws["gpu_8x"]["node_config"]["InstanceType"]
+    assert s.GPU_NODE.cpus == int(requests(gpu)["cpu"])
+    assert (
+        s.GPU_NODE.gpus == int(requests(gpu)["nvidia.com/gpu"]) == aws["gpu_8x"]["resources"]["GPU"]
+    )
+    assert s.CPU_NODE.instance == aws["cpu_16"]["node_config"]["InstanceType"]
+    assert s.CPU_NODE.cpus == int(requests(cpu)["cpu"]) == aws["cpu_16"]["resources"]["CPU"]
+    assert s.HEAD_NODE.instance == aws["head_cpu"]["node_config"]["InstanceType"]
+    for r in s.estimates():
+        group, aws_type = (gpu, "gpu_8x") if r.node.gpus else (cpu, "cpu_16")
+        assert r.nodes <= min(group["maxReplicas"], aws[aws_type]["max_workers"]), r
+    run = load_config(_dataclass("pipeline.run_stage", "RunConfig"), CONFIGS / "run_s3_gpu.yaml")
+    assert (run.workers, run.cpus_per_worker) == (s.RUN_GPU_ACTORS, s.RUN_GPU_CPUS_PER_ACTOR)
+    assert run.gpus_per_worker * run.workers <= s.GPU_NODE.gpus
