@@ -34,6 +34,7 @@ pytestmark = [pytest.mark.timeout(600), pytest.mark.ray]
 
 BIN = Path(sys.executable).parent
 COCO = SHARED_DATA / "coco-tiny"
+RUNTIME_ENV = ["--working-dir", ".", "--runtime-env", "jobs/runtime_env.yaml"]  # the runbook's
 ENV = {**os.environ, **FAKE_AWS_ENV, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 
@@ -158,10 +159,11 @@ def _entry(module: str, config: str, *overrides: str) -> list[str]:
 
 
 def submit(address: str, module: str, config: str, *overrides: str) -> str:
-    """``ray job submit --working-dir . -- python -m jobs.<module> --config ...``; waits for the
+    """``ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml -- python -m
+    jobs.<module> --config ...`` (as the runbook submits them); waits for the
     end and returns the job's logs (the test fails unless the job succeeded)."""
     res = _ray_job(
-        address, "submit", "--working-dir", ".", *_entry(module, config, *overrides), timeout=560
+        address, "submit", *RUNTIME_ENV, *_entry(module, config, *overrides), timeout=560
     )
     out = res.stdout + res.stderr
     assert res.returncode == 0 and "succeeded" in out, out[-4000:]  # exits 1 when it failed
@@ -170,7 +172,7 @@ def submit(address: str, module: str, config: str, *overrides: str) -> str:
 
 def submit_no_wait(address: str, module: str, config: str, *overrides: str) -> str:
     res = _ray_job(
-        address, "submit", "--no-wait", "--working-dir", ".", *_entry(module, config, *overrides)
+        address, "submit", "--no-wait", *RUNTIME_ENV, *_entry(module, config, *overrides)
     )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     return re.search(r"raysubmit_\w+", res.stdout + res.stderr).group(0)

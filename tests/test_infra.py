@@ -610,7 +610,8 @@ def test_runbook_names_existing_files_configs_and_jobs():
     for job in set(re.findall(r"python -m (jobs\.\w+)", text)):
         assert (REPO / Path(*job.split("."))).with_suffix(".py").is_file(), job
     submit = (
-        "ray job submit --address http://HEAD:8265 --working-dir . -- python -m jobs.{} --config"
+        "ray job submit --address http://HEAD:8265 --working-dir . --runtime-env "
+        "jobs/runtime_env.yaml -- python -m jobs.{} --config"
     )
     for stage in RUNBOOK_STAGES:
         assert submit.format(stage) in text, f"no submit command for jobs.{stage}"
@@ -751,3 +752,40 @@ def test_sizing_nodes_are_the_clusters():
     run = load_config(_dataclass("pipeline.run_stage", "RunConfig"), CONFIGS / "run_s3_gpu.yaml")
     assert (run.workers, run.cpus_per_worker) == (s.RUN_GPU_ACTORS, s.RUN_GPU_CPUS_PER_ACTOR)
     assert run.gpus_per_worker * run.workers <= s.GPU_NODE.gpus
+
+
+RUNTIME_ENVS = [REPO / "jobs" / "runtime_env.yaml", REPO / "jobs" / "runtime_env_pip.yaml"]
+
+
+@pytest.mark.parametrize("path", RUNTIME_ENVS, ids=lambda p: p.name)
+def test_runtime_env_passes_rays_validation_and_carries_no_credentials(path: Path):
+    from ray.runtime_env import RuntimeEnv
+
+    env = yaml.safe_load(path.read_text())
+    RuntimeEnv(**env)  # Ray's own checks of every field
+    assert env["working_dir"] == "."
+    assert not {k for k in env["env_vars"] if "SECRET" in k or k == "AWS_ACCESS_KEY_ID"}
+    assert env["env_vars"]["AWS_RETRY_MODE"] in ("standard", "adaptive")
+
+
+def test_pip_runtime_env_lists_pyprojects_dependencies_with_its_pins():
+    with open(REPO / "pyproject.toml", "rb") as f:
+        deps = [Requirement(d) for d in tomllib.load(f)["project"]["dependencies"]]
+    env = yaml.safe_load(RUNTIME_ENVS[1].read_text())
+    listed = [Requirement(p) for p in env["pip"]["packages"]]
+    assert {(r.name, str(r.specifier), tuple(sorted(r.extras))) for r in listed} == {
+        (r.name, str(r.specifier), tuple(sorted(r.extras))) for r in deps
+    }
+
+
+def test_runbook_submits_with_the_runtime_env():
+    text = (INFRA / "README.md").read_text()
+    submits = [line for line in text.splitlines() if line.lstrip().startswith("ray job submit")]
+    assert submits and all("--runtime-env jobs/runtime_env.yaml" in s for s in submits)
+
+
+def test_rayjobs_runtime_env_has_the_runtime_env_files_variables():
+    wanted = yaml.safe_load(RUNTIME_ENVS[0].read_text())["env_vars"]
+    for path in RAYJOBS:
+        env = yaml.safe_load(_one(path)["spec"]["runtimeEnvYAML"])
+        assert wanted.items() <= env["env_vars"].items(), _rel(path)
