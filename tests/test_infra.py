@@ -789,3 +789,8 @@ def test_rayjobs_runtime_env_has_the_runtime_env_files_variables():
     for path in RAYJOBS:
         env = yaml.safe_load(_one(path)["spec"]["runtimeEnvYAML"])
         assert wanted.items() <= env["env_vars"].items(), _rel(path)
+
+
+def test_runbook_cores_for_example_is_the_scripts():
+    m = re.search(r"in one hour need (\d+) Ray CPUs", README.read_text())
+    assert m and int(m.group(1)) == _sizing().cores_for(1_000_000, 1, "run")
