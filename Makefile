@@ -22,7 +22,7 @@ lint: setup
 	$(BIN)/ruff check .
 
 test: lint
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" --durations=20
 
 test-all: lint
 	$(BIN)/python -m pytest -q
