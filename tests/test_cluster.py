@@ -196,7 +196,7 @@ def wait_job(address: str, job_id: str, timeout: float = 420) -> str:
 
 
 def _train_overrides(work: Path, name: str, steps: int, every: int) -> list[str]:
-    """``train_seg_1x8gpu.yaml`` scaled down to 2 CPU workers and a tiny model."""
+    """A cluster training config (``train_seg_*.yaml``) scaled down: 2 CPU workers, a tiny model."""
     return [
         f"data={work / 'prepared' / 'train'}",
         f"val_data={work / 'prepared' / 'val'}",
@@ -338,12 +338,13 @@ def test_run_job_survives_a_killed_worker_node(cluster, tmp_path):
 
 def test_train_job_survives_a_killed_worker_node(cluster, work):
     """Both Ray Train workers run on the only worker node; it is killed after a checkpoint and
-    a new node joins: the worker group restarts there from that checkpoint and finishes."""
+    a new node joins: the worker group restarts there from that checkpoint and finishes. (The
+    two-node training config, scaled down: the other test runs the one-node config.)"""
     run_dir = work / "runs" / "seg-node-kill"
     job = submit_no_wait(
         cluster.address,
         "train",
-        "train_seg_1x8gpu.yaml",
+        "train_seg_2nodes.yaml",
         *_train_overrides(work, "seg-node-kill", 40, 10),
     )
     doomed = cluster.nodes[-1]
