@@ -16,8 +16,12 @@ Conventions
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 # --- constants (one owner) -------------------------------------------------------------------
 #: sRGB (linear) -> CIE XYZ, D65 (skimage.color.colorconv.xyz_from_rgb)
@@ -120,22 +124,32 @@ def to_uint8(rgb: np.ndarray) -> np.ndarray:
 
 
 # --- torch twin (channel dimension -3) -------------------------------------------------------
+# torch is imported where it is used: the archive job's decode and finish tasks import this
+# module, and a Ray worker without torch is 250-450 MB smaller.
 def _mat(m: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    import torch
+
     return torch.as_tensor(m, dtype=like.dtype, device=like.device)
 
 
 def _apply_matrix(m: np.ndarray, x: torch.Tensor) -> torch.Tensor:
     """Multiply the channel vector (dim -3) of ``x`` by the 3x3 matrix ``m``."""
+    import torch
+
     return torch.einsum("ij,...jhw->...ihw", _mat(m, x), x)
 
 
 def srgb_to_linear_t(rgb: torch.Tensor) -> torch.Tensor:
+    import torch
+
     return torch.where(
         rgb > _SRGB_THRESHOLD, ((rgb.clamp(min=0) + 0.055) / 1.055) ** 2.4, rgb / 12.92
     )
 
 
 def linear_to_srgb_t(lin: torch.Tensor) -> torch.Tensor:
+    import torch
+
     lin = lin.clamp(min=0.0)
     out = torch.where(
         lin > _LINEAR_THRESHOLD,
@@ -147,6 +161,8 @@ def linear_to_srgb_t(lin: torch.Tensor) -> torch.Tensor:
 
 def rgb_to_lab_t(rgb: torch.Tensor) -> torch.Tensor:
     """sRGB ``(..., 3, H, W)`` float in [0, 1] -> Lab ``(..., 3, H, W)``."""
+    import torch
+
     xyz = _apply_matrix(XYZ_FROM_RGB, srgb_to_linear_t(rgb))
     t = xyz / _mat(WHITE_D65, xyz)[:, None, None]
     f = torch.where(
@@ -158,6 +174,8 @@ def rgb_to_lab_t(rgb: torch.Tensor) -> torch.Tensor:
 
 def lab_to_rgb_t(lab: torch.Tensor) -> torch.Tensor:
     """Lab ``(..., 3, H, W)`` -> sRGB float in [0, 1] (clipped)."""
+    import torch
+
     L, a, b = lab.unbind(-3)
     fy = (L + 16.0) / 116.0
     f = torch.stack([a / 500.0 + fy, fy, (fy - b / 200.0).clamp(min=0.0)], dim=-3)
@@ -176,12 +194,16 @@ def yuv_to_rgb_t(yuv: torch.Tensor) -> torch.Tensor:
 
 def uv_to_unit_t(uv: torch.Tensor) -> torch.Tensor:
     """U, V ``(..., 2, H, W)`` -> [0, 1], the range of a sigmoid output."""
+    import torch
+
     scale = torch.tensor([U_MAX, V_MAX], dtype=uv.dtype, device=uv.device)[:, None, None]
     return (uv / scale + 1.0) / 2.0
 
 
 def unit_to_uv_t(unit: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`uv_to_unit_t`."""
+    import torch
+
     scale = torch.tensor([U_MAX, V_MAX], dtype=unit.dtype, device=unit.device)[:, None, None]
     return (unit * 2.0 - 1.0) * scale
 

@@ -15,7 +15,7 @@ from PIL import Image
 from torch import nn
 
 from colorization import color
-from colorization.imageio import to_rgb8
+from colorization.pixels import finish_np, lightness_np, pixels_u8
 from colorization.tables import ColorTable
 
 
@@ -131,21 +131,11 @@ def colorize_images(
     return out
 
 
-def pixels_u8(im: Image.Image) -> np.ndarray:
-    """The 8-bit pixels the lightness is computed from: ``(H, W)`` for 8-bit grey scans,
-    ``(H, W, 3)`` RGB for any other mode (:func:`colorization.imageio.to_rgb8`). Four times
-    smaller than the float L, so the archive job carries these between its stages."""
-    return np.asarray(im) if im.mode == "L" else np.asarray(to_rgb8(im))
-
-
 def lightness_of(pixels: np.ndarray, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """8-bit pixels (:func:`pixels_u8`) -> (their L ``(1, 1, H, W)`` in [0, 100], that L
     resized to ``(1, 1, size, size)`` for the model; ``size`` a multiple of 16)."""
-    if size % 16:
-        raise ValueError(f"size must be a multiple of 16, got {size}")
-    L_full = torch.from_numpy(color.lightness_u8(pixels))[None, None]
-    small = F.interpolate(L_full, size=(size, size), mode="bilinear", align_corners=False)
-    return L_full, small
+    L, small = lightness_np(pixels, size)
+    return torch.from_numpy(L)[None, None], torch.from_numpy(small)[None, None]
 
 
 def lightness(im: Image.Image, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,16 +148,8 @@ def finish(
     L_full: torch.Tensor, chroma: torch.Tensor, kind: str, alpha: Image.Image | None = None
 ) -> Image.Image:
     """An image's own L ``(1, 1, H, W)`` + the model's chroma ``(2, h, w)`` -> 8-bit RGB (RGBA
-    with ``alpha``) PIL image of size W x H."""
-    up = _upsample(chroma[None].float(), tuple(L_full.shape[-2:]))
-    if kind == "classes":  # one compiled pass from Lab to 8 bits (as recombine + to_uint8)
-        rgb8 = color.lab_to_rgb_u8(L_full[0, 0].numpy(), up[0].numpy())
-    else:
-        rgb8 = color.to_uint8(recombine(L_full, up, kind)[0].permute(1, 2, 0).numpy())
-    result = Image.fromarray(rgb8, "RGB")
-    if alpha is not None:
-        result.putalpha(alpha)
-    return result
+    with ``alpha``) PIL image of size W x H (:func:`colorization.pixels.finish_np`)."""
+    return finish_np(L_full[0, 0].numpy(), chroma.float().numpy(), kind, alpha)
 
 
 def colorize_image(

@@ -93,6 +93,35 @@ def lab_to_rgb_u8(
     return out
 
 
+@numba.njit(cache=True, nogil=True)
+def resize_bilinear(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """float32 ``(C, H, W)`` -> ``(C, out_h, out_w)``, bilinear with half-pixel centres: torch's
+    ``F.interpolate(mode="bilinear", align_corners=False)`` (no antialiasing) in float32."""
+    c, h, w = x.shape
+    out = np.empty((c, out_h, out_w), np.float32)
+    sh, sw = np.float32(h / out_h), np.float32(w / out_w)
+    half, one = np.float32(0.5), np.float32(1.0)
+    x0s, x1s = np.empty(out_w, np.int64), np.empty(out_w, np.int64)
+    lxs = np.empty(out_w, np.float32)
+    for ox in range(out_w):  # the columns' sources, once
+        fx = max(sw * (np.float32(ox) + half) - half, np.float32(0.0))
+        x0s[ox] = min(int(fx), w - 1)
+        x1s[ox] = x0s[ox] + 1 if x0s[ox] < w - 1 else x0s[ox]
+        lxs[ox] = fx - np.float32(x0s[ox])
+    for k in range(c):
+        for oy in range(out_h):
+            fy = max(sh * (np.float32(oy) + half) - half, np.float32(0.0))
+            y0 = min(int(fy), h - 1)
+            y1 = y0 + 1 if y0 < h - 1 else y0
+            ly = fy - np.float32(y0)
+            for ox in range(out_w):
+                x0, x1, lx = x0s[ox], x1s[ox], lxs[ox]
+                top = (one - lx) * x[k, y0, x0] + lx * x[k, y0, x1]
+                bottom = (one - lx) * x[k, y1, x0] + lx * x[k, y1, x1]
+                out[k, oy, ox] = (one - ly) * top + ly * bottom
+    return out
+
+
 @numba.njit(cache=True, nogil=True, fastmath=True, parallel=True)
 def annealed_mean(logits: np.ndarray, centres: np.ndarray, inv_t: float) -> np.ndarray:
     """Class logits ``(N, Q, P)`` -> the mean ab ``(N, 2, P)`` of ``softmax(logits / T)``.

@@ -32,14 +32,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 import yaml
 from PIL import Image
 
 from colorization.color import lightness_u8
 from colorization.imageio import DEFAULT_MAX_PIXELS, decode_image
-from colorization.inference import finish, lightness_of, model_chroma, pixels_u8
 from colorization.metrics import colorfulness
+from colorization.pixels import finish_np, lightness_np, pixels_u8
 from colorization.shipped import DEFAULT_MODEL
 from pipeline.sources import (
     Item,
@@ -214,7 +213,6 @@ class _Decode:
         self.cfg = cfg
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        torch.set_num_threads(1)
         out = []
         for r in _rows_of(batch):
             t0 = time.perf_counter()
@@ -226,8 +224,8 @@ class _Decode:
                 )
                 row.update(width=im.width, height=im.height, mode=im.mode)
                 pixels = pixels_u8(im)
-                small = lightness_of(pixels, self.cfg.size)[1]
-                row.update(pixels=pixels.tobytes(), small=small[0, 0].numpy())
+                small = lightness_np(pixels, self.cfg.size)[1]
+                row.update(pixels=pixels.tobytes(), small=small)
                 if "A" in im.getbands() and self.cfg.format != "jpeg":
                     row["alpha"] = im.getchannel("A").tobytes()
             except Exception as e:  # noqa: BLE001 - every input gets a row
@@ -265,6 +263,8 @@ class Colorizer:
     """The model stage: one model per actor, batched; the chroma at the model's resolution."""
 
     def __init__(self, cfg: RunConfig):
+        import torch  # only the model actors import torch: the tasks' workers stay smaller
+
         from colorization.shipped import load
 
         self.cfg = cfg
@@ -274,6 +274,10 @@ class Colorizer:
         self.model, self.table, _ = load(cfg.model, self.device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        import torch
+
+        from colorization.inference import model_chroma
+
         t0 = time.perf_counter()
         ok = [i for i, s in enumerate(batch["status"]) if s == "ok"]
         n = len(batch["status"])
@@ -316,7 +320,6 @@ class _Finish:
         self.run_id = ""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        torch.set_num_threads(1)
         out = []
         for r in _rows_of(batch):
             t0 = time.perf_counter()
@@ -338,11 +341,11 @@ class _Finish:
         w, h = int(r["width"]), int(r["height"])
         pixels = np.frombuffer(r["pixels"], np.uint8)
         pixels = pixels.reshape((h, w) if pixels.size == w * h else (h, w, 3))
-        L = torch.from_numpy(lightness_u8(pixels))[None, None]
         alpha = None
         if len(r["alpha"]):
             alpha = Image.frombytes("L", (w, h), bytes(r["alpha"]))
-        im = finish(L, torch.from_numpy(np.asarray(r["chroma"], np.float32)), self.kind, alpha)
+        chroma = np.asarray(r["chroma"], np.float32)
+        im = finish_np(lightness_u8(pixels), chroma, self.kind, alpha)
         fmt = FORMATS[self.cfg.format][0]
         buf = io.BytesIO()
         if fmt == "PNG":

@@ -3,6 +3,9 @@ ranges, the input's own L kept, upsampling, determinism, errors."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -220,3 +223,23 @@ def test_saturation_and_temperature_default_to_the_models_own_settings(zhang, ph
     own = model_chroma(m, L, zhang)
     assert torch.allclose(own, 0.5 * model_chroma(m, L, zhang, 0.6, 1.0), atol=1e-5)
     assert torch.allclose(model_chroma(m, L, zhang, 0.38, 1.0), base, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(480, 640, 256, 256), (128, 128, 480, 640), (5, 7, 256, 256)])
+def test_numpy_resize_is_torchs_bilinear(shape):
+    import torch.nn.functional as F
+
+    from colorization.pixels import resize
+
+    h, w, oh, ow = shape
+    x = (np.random.default_rng(1).random((2, h, w)) * 100).astype(np.float32)
+    ref = F.interpolate(torch.from_numpy(x)[None], (oh, ow), mode="bilinear", align_corners=False)
+    np.testing.assert_allclose(resize(x, (oh, ow)), ref[0].numpy(), rtol=0, atol=1e-3)
+
+
+def test_archive_tasks_module_does_not_import_torch():
+    """The archive job's decode and finish tasks unpickle pipeline.run_stage in their Ray
+    workers: without torch those workers are 250-450 MB smaller."""
+    code = "import sys, pipeline.run_stage, colorization.pixels; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
