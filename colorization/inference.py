@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -131,17 +130,12 @@ def colorize_images(
     return out
 
 
-def lightness_of(pixels: np.ndarray, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """8-bit pixels (:func:`pixels_u8`) -> (their L ``(1, 1, H, W)`` in [0, 100], that L
-    resized to ``(1, 1, size, size)`` for the model; ``size`` a multiple of 16)."""
-    L, small = lightness_np(pixels, size)
-    return torch.from_numpy(L)[None, None], torch.from_numpy(small)[None, None]
-
-
 def lightness(im: Image.Image, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """PIL image (any mode) -> (its L ``(1, 1, H, W)`` in [0, 100], that L resized to
-    ``(1, 1, size, size)`` for the model; ``size`` a multiple of 16)."""
-    return lightness_of(pixels_u8(im), size)
+    ``(1, 1, size, size)`` for the model; ``size`` a multiple of 16)
+    (:func:`colorization.pixels.lightness_np`)."""
+    L, small = lightness_np(pixels_u8(im), size)
+    return torch.from_numpy(L)[None, None], torch.from_numpy(small)[None, None]
 
 
 def finish(

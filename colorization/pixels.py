@@ -53,11 +53,10 @@ def finish_np(
 
         from colorization.inference import recombine
 
-        L_t, up_t = (
-            torch.from_numpy(np.asarray(L_full, np.float32))[None, None],
-            torch.from_numpy(up),
+        L_t = torch.from_numpy(np.asarray(L_full, np.float32))[None, None]
+        rgb8 = color.to_uint8(
+            recombine(L_t, torch.from_numpy(up)[None], kind)[0].permute(1, 2, 0).numpy()
         )
-        rgb8 = color.to_uint8(recombine(L_t, up_t[None], kind)[0].permute(1, 2, 0).numpy())
     result = Image.fromarray(rgb8, "RGB")
     if alpha is not None:
         result.putalpha(alpha)

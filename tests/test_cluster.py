@@ -29,6 +29,7 @@ import pytest
 from tests.archive_fixtures import write_bad_inputs, write_grey_copies
 from tests.conftest import FAKE_AWS_ENV, require
 from tests.shared_paths import REPO, SHARED_DATA
+from tests.train_progress import assert_resumed, checkpointed, read_progress
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.ray]
 
@@ -219,13 +220,6 @@ def _train_overrides(work: Path, name: str, steps: int, every: int) -> list[str]
     ]
 
 
-def _progress(run_dir: Path) -> list[dict]:
-    path = run_dir / "progress.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 @pytest.fixture(scope="module")
 def work(cluster, tmp_path_factory) -> Path:
     """Prepared shards and colour tables of coco-tiny, made by the prepare and tables jobs."""
@@ -349,18 +343,11 @@ def test_train_job_survives_a_killed_worker_node(cluster, work):
     )
     doomed = cluster.nodes[-1]
     deadline = time.time() + 300
-    while not any("val_psnr" in r and r["step"] >= 10 for r in _progress(run_dir)):
+    while not checkpointed(read_progress(run_dir), 10):
         assert time.time() < deadline, _ray_job(cluster.address, "logs", job).stdout[-3000:]
         time.sleep(0.5)
-    time.sleep(2)  # the checkpoint is registered with Ray Train after rank 0 reports it
     cluster.kill_node(doomed)
     cluster.add_node()
     logs = wait_job(cluster.address, job)
-    records = _progress(run_dir)
-    starts = [r for r in records if r.get("event") == "start"]
-    assert len(starts) >= 2, "the worker group was not restarted: " + logs[-2000:]
-    restored = starts[-1]["restored_from"]
-    assert restored is not None and restored >= 10
-    after = [r["step"] for r in records[records.index(starts[-1]) :] if "loss_color" in r]
-    assert after[0] > restored and after[-1] == 40
+    assert_resumed(read_progress(run_dir), 10, 40, logs[-2000:])
     assert json.loads((run_dir / "result.json").read_text())["metrics"]["step"] == 40

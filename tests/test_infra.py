@@ -477,6 +477,15 @@ def test_entrypoint_without_config_is_a_usage_error(stage: str, capsys):
     assert e.value.code == 2
 
 
+def _fresh_python(code: str) -> str:
+    """``code`` run by a fresh interpreter in the repository; its stdout (it must exit 0)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=50
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
 def test_entrypoint_help_does_not_import_the_stage():
     """``--help`` answers before torch or a stage module is imported (a fresh interpreter)."""
     code = (
@@ -490,11 +499,7 @@ def test_entrypoint_help_does_not_import_the_stage():
         "heavy = sorted(m for m in sys.modules if m == 'torch' or m.endswith('_stage'))\n"
         "print('HEAVY', heavy)\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=50
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "HEAVY []" in proc.stdout, proc.stdout[-2000:]
+    assert "HEAVY []" in _fresh_python(code), code
 
 
 FAKE_RESULTS = {
@@ -591,11 +596,7 @@ def test_sizing_script_prints_the_table_without_ray_or_torch():
         "runpy.run_path('infra/sizing.py', run_name='__main__')\n"
         "print('HEAVY', sorted(m for m in ('ray', 'torch', 'numpy') if m in sys.modules))\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=50
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == _sizing().sizing_table() + "\nHEAVY []\n"
+    assert _fresh_python(code) == _sizing().sizing_table() + "\nHEAVY []\n"
 
 
 def test_runbook_names_existing_files_configs_and_jobs():

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import COCO_TINY, require
+from tests.train_progress import assert_resumed, checkpointed, read_progress
 
 pytestmark = [pytest.mark.ray]
 COLORIZE = str(Path(sys.executable).parent / "colorize")
@@ -80,10 +81,7 @@ def _start_train(cfg: Path, **popen) -> subprocess.Popen:
 
 
 def _progress(workdir: Path, run: str) -> list[dict]:
-    path = workdir / "runs" / run / "progress.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_progress(workdir / "runs" / run)
 
 
 def _wait_for(workdir: Path, run: str, pred, proc: subprocess.Popen, timeout: float = 180):
@@ -95,12 +93,6 @@ def _wait_for(workdir: Path, run: str, pred, proc: subprocess.Popen, timeout: fl
             raise AssertionError(f"run ended early: {proc.stdout.read()[-3000:]}")
         time.sleep(0.5)
     raise AssertionError(f"timed out waiting on {run}: {_progress(workdir, run)[-3:]}")
-
-
-def _checkpointed(records: list[dict], at_least: int) -> bool:
-    """A checkpoint at ``at_least`` or later is committed: every rank reported past it."""
-    ckpts = [r["step"] for r in records if "val_psnr" in r and r["step"] >= at_least]
-    return bool(ckpts) and any("loss_color" in r and r["step"] > ckpts[0] for r in records)
 
 
 @pytest.mark.timeout(400)
@@ -141,20 +133,14 @@ def test_killed_worker_resumes_from_checkpoint(workdir):
     run = "cls-afm-kill"
     proc = _start_train(cfg)
     try:
-        _wait_for(workdir, run, lambda r: _checkpointed(r, 20), proc)
+        _wait_for(workdir, run, lambda r: checkpointed(r, 20), proc)
         pid = int((workdir / "runs" / run / "pids" / "rank1.pid").read_text())
         os.kill(pid, signal.SIGKILL)
         out, _ = proc.communicate(timeout=300)
     finally:
         proc.kill()
     assert proc.returncode == 0, out[-3000:]
-    records = _progress(workdir, run)
-    starts = [r for r in records if r.get("event") == "start"]
-    assert len(starts) >= 2, "the worker group was not restarted"
-    restored = starts[-1]["restored_from"]
-    assert restored is not None and restored >= 20
-    after = [r["step"] for r in records[records.index(starts[-1]) :] if "loss_color" in r]
-    assert after[0] > restored and after[-1] == 60  # the step count continues
+    assert_resumed(_progress(workdir, run), 20, 60)
 
 
 @pytest.mark.timeout(400)
@@ -163,7 +149,7 @@ def test_stopped_run_resumes_when_rerun(workdir):
     run = "cls-afm-stop"
     proc = _start_train(cfg, start_new_session=True)
     try:
-        _wait_for(workdir, run, lambda r: _checkpointed(r, 10), proc)
+        _wait_for(workdir, run, lambda r: checkpointed(r, 10), proc)
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
         proc.communicate(timeout=120)
     finally:
