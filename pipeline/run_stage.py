@@ -260,11 +260,16 @@ def _message(e: BaseException, stage: str) -> str:
 
 
 class Colorizer:
-    """The model stage: one model per actor, batched; the chroma at the model's resolution."""
+    """The model stage: one model per actor, batched; the chroma at the model's resolution.
+
+    Arrow in, Arrow out: only the model's input (``small``) and the row states are read; the
+    columns the model does not use (the 8-bit pixels above all) pass through the actor without
+    being copied into Python objects, so its heap does not churn with the images' size."""
 
     def __init__(self, cfg: RunConfig):
         import torch  # only the model actors import torch: the tasks' workers stay smaller
 
+        from colorization.inference import model_chroma
         from colorization.shipped import load
 
         self.cfg = cfg
@@ -272,44 +277,47 @@ class Colorizer:
         self.device = torch.device("cuda" if use_gpu else "cpu")
         torch.set_num_threads(cfg.threads_per_worker or os.cpu_count() or 1)
         self.model, self.table, _ = load(cfg.model, self.device)
+        # the chroma's shape (rows that failed upstream get zeros of it: one tensor column)
+        probe = torch.zeros((1, 1, cfg.size, cfg.size), device=self.device)
+        self.chroma_shape = tuple(model_chroma(self.model, probe, self.table).shape[1:])
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+    def __call__(self, batch: pa.Table) -> pa.Table:
         import torch
+        from ray.data.extensions import ArrowTensorArray
 
         from colorization.inference import model_chroma
 
         t0 = time.perf_counter()
-        ok = [i for i, s in enumerate(batch["status"]) if s == "ok"]
-        n = len(batch["status"])
-        chroma: list[np.ndarray] = [np.zeros((2, 0, 0), np.float32)] * n
-        status, error = list(batch["status"]), list(batch["error"])
+        status = batch.column("status").to_pylist()
+        error = batch.column("error").to_pylist()
+        ok = [i for i, s in enumerate(status) if s == "ok"]
+        chroma = np.zeros((len(status), *self.chroma_shape), np.float32)
         if ok:
-            small = torch.from_numpy(np.stack([batch["small"][i] for i in ok]))[:, None]
+            small = np.concatenate([c.to_numpy() for c in batch.column("small").chunks])
             try:
                 pred = model_chroma(
                     self.model,
-                    small.to(self.device),
+                    torch.from_numpy(small[ok])[:, None].to(self.device),
                     self.table,
                     self.cfg.temperature,
                     self.cfg.saturation,
                 )
-                for j, i in enumerate(ok):
-                    chroma[i] = pred[j].float().cpu().numpy()
+                chroma[ok] = pred.float().cpu().numpy()
             except Exception as e:  # noqa: BLE001 - e.g. out of GPU memory: the rows say so
                 for i in ok:
                     status[i], error[i] = "error", _message(e, "model")
         share = (time.perf_counter() - t0) / max(1, len(ok))
-        out = {k: batch[k] for k in _PASS if k not in ("status", "error", "seconds")}
-        seconds = [s + (share if i in ok else 0.0) for i, s in enumerate(batch["seconds"])]
-        return {
-            **out,
-            "status": status,
-            "error": error,
-            "seconds": seconds,
-            "pixels": batch["pixels"],
-            "alpha": batch["alpha"],
-            "chroma": chroma,
-        }
+        seconds = batch.column("seconds").to_numpy().astype(np.float64)
+        seconds[ok] += share
+        out = batch.drop_columns(["small", "status", "error", "seconds"])
+        for name, col in [
+            ("status", pa.array(status, pa.string())),
+            ("error", pa.array(error, pa.string())),
+            ("seconds", pa.array(seconds)),
+            ("chroma", ArrowTensorArray.from_numpy(chroma)),
+        ]:
+            out = out.append_column(name, col)
+        return out
 
 
 class _Finish:
@@ -440,7 +448,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         tasks = TaskPoolStrategy(size=cfg.task_concurrency) if cfg.task_concurrency else None
         ds = ds.map_batches(
             lambda b: decode(b),
-            batch_size=cfg.task_batch_size,
+            batch_size=None,  # a block per task: blocks smaller than a batch are not merged
             batch_format="numpy",
             num_cpus=cfg.cpus_per_task,
             compute=tasks,
@@ -455,11 +463,11 @@ def run(cfg: RunConfig) -> dict[str, Any]:
             batch_size=cfg.batch_size,
             num_cpus=cfg.cpus_per_worker,
             num_gpus=cfg.gpus_per_worker,
-            batch_format="numpy",
+            batch_format="pyarrow",
         )
         ds = ds.map_batches(
             lambda b: fin(b),
-            batch_size=cfg.task_batch_size,
+            batch_size=None,  # a model task's output block per task
             num_cpus=cfg.cpus_per_task,
             compute=tasks,
             batch_format="numpy",
