@@ -7,7 +7,8 @@ Inputs: grey JPEG copies of coco-tiny val2017 (cycled under distinct keys up to 
 bucket of moto's S3 server, started by this script on 127.0.0.1 (its own process).
 
 1. bare model loop: the same images, already decoded and resized to 256x256 L in memory,
-   through ``model_chroma`` in batches of 8 with all cores: images/s;
+   through ``model_chroma`` in batches of 8 with all cores: images/s, right before and right
+   after 2 (their mean is the reference);
 2. end to end: ``colorize run s3://src s3://dst`` (list, read, decode, model actor, full
    resolution recombination, JPEG encode, write to S3, manifest) on ``--n`` inputs: images/s
    over the whole job (Ray's start, listing and the model load included) and while the
@@ -15,6 +16,10 @@ bucket of moto's S3 server, started by this script on 127.0.0.1 (its own process
 3. memory: ``colorize run`` again for each ``--memory`` size, its processes' memory read every
    0.5 s (not during 2: reading it costs CPU): the peak of the summed proportional set size
    (PSS) of the driver and every Ray process.
+
+Every phase records the share of CPU time the hypervisor took (``cpu_stolen``): on a shared
+virtual machine it varies between 1% and 40% from minute to minute, and it slows the phase it
+falls on, so a ratio means something only where the phases it compares lost alike.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from pathlib import Path
 
 import boto3
 import torch
-from _host import host_load, process_tree
+from _host import cpu_times, host_load, process_tree, steal_since
 from PIL import Image
 
 from colorization.inference import lightness, model_chroma
@@ -165,11 +170,16 @@ def main() -> None:
             client.create_bucket(Bucket=f"dst{n}")
         torch.set_num_threads(os.cpu_count() or 1)
         model, table, path = load(a.model)
-        bare = bare_loop(model, table, files, min(a.n, 400), a.batch)
-        del model
-        results: dict = {"model": str(path), "bare_model_images_per_s": round(bare, 2)}
+
+        def bare_run() -> tuple[float, float]:
+            before = cpu_times()
+            return bare_loop(model, table, files, min(a.n, 400), a.batch), steal_since(before)
+
+        bare_before = bare_run()
+        results: dict = {"model": str(path)}
         memory = [int(x) for x in a.memory.split(",") if x]
         for n, sample in [(a.n, False)] + [(n, True) for n in memory]:
+            before = cpu_times()
             summary, peak, wall = run_job(
                 [f"s3://src{n}/scans", f"s3://dst{n}/colour", "--model", a.model]
                 + ["--endpoint-url", endpoint, "--batch-size", str(a.batch), "--no-progress"]
@@ -184,7 +194,17 @@ def main() -> None:
                 "images_per_s_whole_run": round(n / wall, 2),
                 "images_per_s_job": summary["images_per_s"],
                 "images_per_s_steady": summary["steady_images_per_s"],
+                "cpu_stolen": steal_since(before),
             }
+            if not sample and n == a.n:  # the bare loop again, right after the job it is for
+                bare_after = bare_run()
+                bare = (bare_before[0] + bare_after[0]) / 2
+                results["bare_model_images_per_s"] = {
+                    "before": round(bare_before[0], 2),
+                    "after": round(bare_after[0], 2),
+                    "mean": round(bare, 2),
+                    "cpu_stolen": [bare_before[1], bare_after[1]],
+                }
             if sample:
                 results[key]["peak_pss_mb"] = round(peak / 2**20)
         e2e = results[f"n{a.n}"]

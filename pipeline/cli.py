@@ -204,13 +204,16 @@ def run_cmd(
     threads_per_worker: Annotated[
         int, typer.Option(help="torch threads per model actor; 0: the machine's cores")
     ] = 0,
+    cpus_per_task: Annotated[
+        float, typer.Option(help="CPUs each decode/finish task reserves")
+    ] = 1.0,
     task_batch_size: Annotated[int, typer.Option(help="images per decode/finish task")] = 32,
     task_concurrency: Annotated[
         int, typer.Option(help="decode (and finish) tasks at once; 0: as the CPUs allow")
     ] = 1,
     in_flight_mb: Annotated[
         int, typer.Option(help="object store MB for blocks between stages; 0: Ray's share")
-    ] = 0,
+    ] = 128,
     limit: Annotated[int | None, typer.Option(help="only the first N inputs")] = None,
     resume: Annotated[bool, typer.Option(help="skip inputs DST's manifest has as ok")] = False,
     max_pixels: Annotated[int, typer.Option(help="refuse larger images")] = 100_000_000,
@@ -234,6 +237,7 @@ def run_cmd(
         gpus_per_worker=gpus_per_worker,
         cpus_per_worker=cpus_per_worker,
         threads_per_worker=threads_per_worker,
+        cpus_per_task=cpus_per_task,
         task_batch_size=task_batch_size,
         task_concurrency=task_concurrency,
         in_flight_mb=in_flight_mb,

@@ -92,13 +92,18 @@ class RunConfig:
     # CPUs allow (on a cluster, where many CPUs feed GPU actors)
     task_concurrency: int = 1
     # the object store memory Ray Data may fill with blocks between the stages (0: Ray's own
-    # limit, a share of the object store): the data in flight, whatever the archive's size
-    in_flight_mb: int = 0
+    # limit, a share of the object store, which lets the decode tasks run hundreds of MB
+    # ahead of the model on a large archive). 128 MB holds the model's next block (about
+    # 16 MB per 31 images at 640x480) with room for the others: the model never waits
+    in_flight_mb: int = 128
     workers: int = 1  # model actors
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 0.5  # fractional: the read and write tasks need CPUs too
     threads_per_worker: int = 0  # torch threads per actor (0: the machine's cores)
-    cpus_per_task: float = 0.5  # decode and finish tasks
+    # decode and finish tasks. A whole CPU: on 2 cores, beside the model actor's half, one of
+    # them runs at a time, in one worker process (a second one is 250 MB more, whatever the
+    # archive's size); they take a tenth of the model's CPU time, so the model never waits
+    cpus_per_task: float = 1.0
     limit: int | None = None
     resume: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -392,6 +397,16 @@ def _check_destination(cfg: RunConfig) -> None:
         raise FileNotFoundError(f"destination bucket {bucket!r} is not reachable: {e}") from e
 
 
+def _check_fits(cfg: RunConfig, cpus: float) -> None:
+    need = cfg.workers * cfg.cpus_per_worker + cfg.cpus_per_task
+    if need > cpus:
+        raise ValueError(
+            f"{cfg.workers} model actor(s) of {cfg.cpus_per_worker} CPU and a task of "
+            f"{cfg.cpus_per_task} CPU need {need:g} CPUs, this machine has {cpus:g}: "
+            "lower --cpus-per-task or --cpus-per-worker"
+        )
+
+
 def run(cfg: RunConfig) -> dict[str, Any]:
     """Colorize SRC into DST; returns the summary (also ``DST/_manifest/summary.json``)."""
     import ray
@@ -435,7 +450,10 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         write_shard(cfg, run_id, n_shard, new_rows[i : i + cfg.shard_size])
         n_shard += 1
     if todo:
+        local = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
         ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+        if local:  # this machine alone: a task that can never fit would hang the job
+            _check_fits(cfg, ray.cluster_resources().get("CPU", 0.0))
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         if cfg.in_flight_mb:

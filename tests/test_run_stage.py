@@ -115,6 +115,32 @@ def test_local_archive_every_input_has_its_row(ray_local, tmp_path, archive, tin
     assert leftovers == []
 
 
+def test_outputs_are_the_inference_paths_even_beside_failed_rows(ray_local, tmp_path):
+    """The job's PNG outputs are what :func:`colorize_images` gives for the same files (the
+    one inference path split over Ray stages), with broken inputs inside the model's batches:
+    each image gets its own chroma back, whatever failed beside it. The shipped model: an
+    untrained one gives every image nearly the same chroma, which would hide a mix-up."""
+    from colorization.inference import colorize_images
+    from colorization.shipped import load
+
+    src = tmp_path / "src"
+    write_grey_copies(require(COCO_VAL), src, n=6)
+    grey = src / "grey"
+    (grey / "0_empty.jpg").write_bytes(b"")  # sorts first: the first row of the first batch
+    names = sorted(p.name for p in grey.iterdir())
+    (grey / names[3]).write_bytes((grey / names[3]).read_bytes()[:300])  # mid-batch
+    cfg = RunConfig(src=str(grey), dst=str(tmp_path / "out"), format="png")
+    summary = run(RunConfig(**{**cfg.__dict__, "batch_size": 4, "progress": False}))
+    assert (summary["ok"], summary["error"]) == (5, 2)
+    model, table, _ = load(cfg.model)
+    good = [n for n in names if n not in ("0_empty.jpg", names[3])]
+    expected = colorize_images(model, table, [Image.open(grey / n) for n in good], batch_size=3)
+    for name, want in zip(good, expected, strict=True):
+        got = np.asarray(Image.open(tmp_path / "out" / output_key(name, "png")), np.int16)
+        assert got.shape == np.asarray(want).shape
+        assert np.abs(got - np.asarray(want, np.int16)).max() <= 1, name
+
+
 def test_resume_redoes_only_missing_and_failed_inputs(ray_local, tmp_path, tiny_model):
     src = tmp_path / "src"
     write_grey_copies(require(COCO_VAL), src, n=8)
