@@ -206,7 +206,10 @@ def run_cmd(
     ] = 0,
     cpus_per_task: Annotated[
         float, typer.Option(help="CPUs each decode/finish task reserves")
-    ] = 1.0,
+    ] = 0.5,
+    task_slots: Annotated[
+        int, typer.Option(help="decode/finish tasks at once on a local run (0: no limit)")
+    ] = 1,
     task_batch_size: Annotated[int, typer.Option(help="images per decode/finish task")] = 32,
     task_concurrency: Annotated[
         int, typer.Option(help="decode (and finish) tasks at once; 0: as the CPUs allow")
@@ -238,6 +241,7 @@ def run_cmd(
         cpus_per_worker=cpus_per_worker,
         threads_per_worker=threads_per_worker,
         cpus_per_task=cpus_per_task,
+        task_slots=task_slots,
         task_batch_size=task_batch_size,
         task_concurrency=task_concurrency,
         in_flight_mb=in_flight_mb,

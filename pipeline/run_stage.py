@@ -54,6 +54,7 @@ from pipeline.sources import (
 
 FORMATS = {"jpeg": ("JPEG", ".jpg"), "png": ("PNG", ".png"), "webp": ("WEBP", ".webp")}
 MANIFEST_DIR = "_manifest"
+TASK_SLOT = "colorize_task_slot"  # the local node's resource that RunConfig.task_slots sets
 MANIFEST = "manifest.parquet"
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -100,10 +101,13 @@ class RunConfig:
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 0.5  # fractional: the read and write tasks need CPUs too
     threads_per_worker: int = 0  # torch threads per actor (0: the machine's cores)
-    # decode and finish tasks. A whole CPU: on 2 cores, beside the model actor's half, one of
-    # them runs at a time, in one worker process (a second one is 250 MB more, whatever the
-    # archive's size); they take a tenth of the model's CPU time, so the model never waits
-    cpus_per_task: float = 1.0
+    cpus_per_task: float = 0.5  # decode and finish tasks
+    # decode and finish tasks running at once when this run starts its own Ray on this
+    # machine (a resource of the node it starts; 0: no such limit). 1: they take turns in one
+    # worker process (a second one is 250 MB more, whatever the archive's size); they need a
+    # tenth of the model's CPU time, so the model does not wait for them. Ray Data does not
+    # see the resource, so its CPU budget never holds one of them back for the other
+    task_slots: int = 1
     limit: int | None = None
     resume: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -451,9 +455,16 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         n_shard += 1
     if todo:
         local = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
-        ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+        slots = {TASK_SLOT: cfg.task_slots} if local and cfg.task_slots else None
+        ray.init(
+            ignore_reinit_error=True,
+            include_dashboard=False,
+            log_to_driver=False,
+            resources=slots,
+        )
         if local:  # this machine alone: a task that can never fit would hang the job
             _check_fits(cfg, ray.cluster_resources().get("CPU", 0.0))
+        slot = {"resources": {TASK_SLOT: 1}} if slots else {}
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         if cfg.in_flight_mb:
@@ -469,6 +480,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
             batch_size=None,  # a block per task: blocks smaller than a batch are not merged
             batch_format="numpy",
             num_cpus=cfg.cpus_per_task,
+            **slot,
             compute=tasks,
             # task retries on a lost worker; an argument actors do not take, so Ray Data
             # never fuses decoding into the model actors (it would run serially there)
@@ -487,6 +499,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
             lambda b: fin(b),
             batch_size=None,  # a model task's output block per task
             num_cpus=cfg.cpus_per_task,
+            **slot,
             compute=tasks,
             batch_format="numpy",
         )
