@@ -74,7 +74,11 @@ class Cluster:
     nodes: list[subprocess.Popen] = field(default_factory=list)
 
     def add_node(self, cpus: int = 2) -> subprocess.Popen:
-        """A worker node joins (``ray start --address``); returns once the cluster sees it."""
+        """A worker node joins (``ray start --address``); returns once the cluster sees it alive.
+
+        New nodes are told by their IDs, not by a count of alive nodes: a node killed just
+        before stays alive to the GCS until its health checks time out, and a count would
+        not move when that node drops out as the new one joins."""
         before = self.alive_nodes()
         cmd = [str(BIN / "ray"), "start", "--block", f"--address={self.gcs}"]
         cmd += ["--node-ip-address=127.0.0.1", f"--num-cpus={cpus}", "--disable-usage-stats"]
@@ -82,18 +86,28 @@ class Cluster:
             cmd, env=ENV, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         self.nodes.append(node)
-        deadline = time.time() + 90
-        while self.alive_nodes() <= before:
+        deadline = time.time() + 180  # a loaded 2-core host takes over a minute to start a raylet
+        while not self.alive_nodes() - before:
             assert node.poll() is None, node.stderr.read().decode()[-2000:]
             assert time.time() < deadline, "the worker node did not join"
             time.sleep(1)
         return node
 
-    def alive_nodes(self) -> int:
-        res = subprocess.run(
-            [sys.executable, "-c", _COUNT_NODES, self.gcs], env=ENV, capture_output=True, text=True
-        )
-        return int(res.stdout.strip() or 0)
+    def alive_nodes(self) -> set[str]:
+        """The IDs of the nodes the GCS holds alive (the driver's own log lines, which Ray may
+        print on stdout, are skipped)."""
+        for _ in range(3):
+            res = subprocess.run(
+                [sys.executable, "-c", _ALIVE_NODES, self.gcs],
+                env=ENV,
+                capture_output=True,
+                text=True,
+            )
+            lines = [ln for ln in res.stdout.splitlines() if ln.startswith("alive ")]
+            if lines:
+                return set(json.loads(lines[-1][len("alive ") :]))
+            time.sleep(2)
+        raise AssertionError(f"could not list the cluster's nodes: {res.stderr[-2000:]}")
 
     def kill_node(self, node: subprocess.Popen) -> None:
         """SIGKILL a worker node: its raylet, object store and every worker process on it."""
@@ -112,9 +126,10 @@ class Cluster:
                 time.sleep(2)
 
 
-_COUNT_NODES = (
-    "import sys, ray; ray.init(address=sys.argv[1], logging_level='ERROR');"
-    "print(sum(n['Alive'] for n in ray.nodes()))"
+_ALIVE_NODES = (
+    "import json, sys, ray; ray.init(address=sys.argv[1], logging_level='ERROR', "
+    "log_to_driver=False); print('alive', json.dumps([n['NodeID'] for n in ray.nodes() "
+    "if n['Alive']]))"
 )
 
 
