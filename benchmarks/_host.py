@@ -59,9 +59,17 @@ def cpu_times() -> list[int]:
     return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
 
 
-def steal_since(before: list[int]) -> float:
-    """The share of CPU time the hypervisor gave to other machines since ``before``
-    (:func:`cpu_times`): on a shared virtual machine it varies from minute to minute, and a
-    phase measured while 40% of the CPU was stolen runs that much slower."""
+def cpu_use_since(before: list[int]) -> dict:
+    """The machine's CPU time since ``before`` (:func:`cpu_times`): ``busy_s`` the seconds every
+    process together ran (user, nice, system, interrupts), and the shares of the elapsed CPU
+    time that were ``idle`` (with iowait) and ``stolen`` by the hypervisor. Busy seconds per
+    image do not count the time the hypervisor took, so they compare two phases that lost
+    different shares of the machine; the idle share is what a phase left unused."""
     d = [a - b for a, b in zip(cpu_times(), before, strict=True)]
-    return round(d[7] / max(1, sum(d)), 3)
+    total = max(1, sum(d))
+    hz = os.sysconf("SC_CLK_TCK")
+    return {
+        "busy_s": round((d[0] + d[1] + d[2] + d[5] + d[6]) / hz, 2),
+        "idle": round((d[3] + d[4]) / total, 3),
+        "stolen": round(d[7] / total, 3),
+    }

@@ -19,7 +19,12 @@ bucket of moto's S3 server, started by this script on 127.0.0.1 (its own process
 
 Every phase records the share of CPU time the hypervisor took (``cpu_stolen``): on a shared
 virtual machine it varies between 1% and 40% from minute to minute, and it slows the phase it
-falls on, so a ratio means something only where the phases it compares lost alike.
+falls on, so a ratio of images/s means something only where the phases it compares lost alike.
+So every phase also records the CPU time all processes together ran per image
+(``cpu_ms_per_image``, which does not count what the hypervisor took) and the share the CPUs
+sat idle (``cpu_idle``): ``ratio_cpu_per_image_bare_vs_job`` (the bare loop's CPU per image
+over the job's) is what the job's images/s would be, against the bare loop's, with both using
+every CPU; the job's idle share is what it loses on top.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from pathlib import Path
 
 import boto3
 import torch
-from _host import cpu_times, host_load, process_tree, steal_since
+from _host import cpu_times, cpu_use_since, host_load, process_tree
 from PIL import Image
 
 from colorization.inference import lightness, model_chroma
@@ -96,6 +101,15 @@ def bare_loop(model, table, files, n: int, batch: int) -> float:
     for i in range(0, n, batch):
         model_chroma(model, torch.cat(smalls[i : i + batch]), table, 0.38)
     return n / (time.perf_counter() - t)
+
+
+def per_image(use: dict, n: int) -> dict:
+    """:func:`cpu_use_since` of a phase with its busy CPU time per image."""
+    return {
+        "cpu_ms_per_image": round(use["busy_s"] * 1000 / n, 1),
+        "cpu_idle": use["idle"],
+        "cpu_stolen": use["stolen"],
+    }
 
 
 def pss_of_tree(root: int) -> int:
@@ -171,9 +185,12 @@ def main() -> None:
         torch.set_num_threads(os.cpu_count() or 1)
         model, table, path = load(a.model)
 
-        def bare_run() -> tuple[float, float]:
+        n_bare = min(a.n, 400)
+
+        def bare_run() -> tuple[float, dict]:
             before = cpu_times()
-            return bare_loop(model, table, files, min(a.n, 400), a.batch), steal_since(before)
+            rate = bare_loop(model, table, files, n_bare, a.batch)
+            return rate, per_image(cpu_use_since(before), n_bare)
 
         bare_before = bare_run()
         results: dict = {"model": str(path)}
@@ -194,7 +211,7 @@ def main() -> None:
                 "images_per_s_whole_run": round(n / wall, 2),
                 "images_per_s_job": summary["images_per_s"],
                 "images_per_s_steady": summary["steady_images_per_s"],
-                "cpu_stolen": steal_since(before),
+                **per_image(cpu_use_since(before), n),
             }
             if not sample and n == a.n:  # the bare loop again, right after the job it is for
                 bare_after = bare_run()
@@ -203,8 +220,14 @@ def main() -> None:
                     "before": round(bare_before[0], 2),
                     "after": round(bare_after[0], 2),
                     "mean": round(bare, 2),
-                    "cpu_stolen": [bare_before[1], bare_after[1]],
+                    "cpu": [bare_before[1], bare_after[1]],
                 }
+                bare_ms = (
+                    bare_before[1]["cpu_ms_per_image"] + bare_after[1]["cpu_ms_per_image"]
+                ) / 2
+                results["ratio_cpu_per_image_bare_vs_job"] = round(
+                    bare_ms / results[key]["cpu_ms_per_image"], 3
+                )
             if sample:
                 results[key]["peak_pss_mb"] = round(peak / 2**20)
         e2e = results[f"n{a.n}"]

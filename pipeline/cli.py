@@ -198,11 +198,11 @@ def run_cmd(
     temperature: TemperatureOpt = None,
     saturation: SaturationOpt = None,
     batch_size: int = 8,
-    workers: Annotated[int, typer.Option(help="model actors")] = 1,
+    workers: Annotated[int, typer.Option(help="model actors")] = 2,
     gpus_per_worker: float = 0.0,
     cpus_per_worker: float = 0.5,
     threads_per_worker: Annotated[
-        int, typer.Option(help="torch threads per model actor; 0: the machine's cores")
+        int, typer.Option(help="torch threads per model actor; 0: the machine's cores / workers")
     ] = 0,
     cpus_per_task: Annotated[
         float, typer.Option(help="CPUs each decode/finish task reserves")

@@ -23,7 +23,7 @@ from PIL import Image
 from colorization.checkpoint import save_checkpoint
 from colorization.models import create_model
 from colorization.tables import load_zhang_313
-from pipeline.run_stage import MANIFEST, RunConfig, output_key, plan, run
+from pipeline.run_stage import MANIFEST, RunConfig, actor_threads, output_key, plan, run
 from pipeline.sources import Item, StorageOptions
 from tests.archive_fixtures import (
     Expected,
@@ -97,6 +97,14 @@ def test_plan_refuses_keys_outside_destination_and_skips_colliding_outputs():
     assert status["s3://b/a.jpg"][0] == "skipped" and "a.png" in status["s3://b/a.jpg"][1]
     for uri in ("s3://b/x/../../up.jpg", "/abs.jpg"):
         assert status[uri][0] == "error" and "outside the destination" in status[uri][1]
+
+
+def test_model_actors_share_the_cores_unless_told():
+    cores = os.cpu_count() or 1
+    assert actor_threads(RunConfig(src="a", dst="b", workers=1)) == cores
+    assert actor_threads(RunConfig(src="a", dst="b", workers=2)) == max(1, cores // 2)
+    assert actor_threads(RunConfig(src="a", dst="b", workers=4 * cores)) == 1
+    assert actor_threads(RunConfig(src="a", dst="b", workers=8, threads_per_worker=3)) == 3
 
 
 def test_local_archive_every_input_has_its_row(ray_local, tmp_path, archive, tiny_model):
