@@ -1,18 +1,20 @@
 """The archive job end to end against the bare model loop, and its memory for 100 vs 1,000
 inputs, in one run.
 
-    python benchmarks/bench_run.py [--n 1000] [--model seg-starter] [--memory 100,1000]
+    python benchmarks/bench_run.py [--n 1000] [--repeat 3] [--model seg-starter] \
+        [--memory 100,1000]
 
 Inputs: grey JPEG copies of coco-tiny val2017 (cycled under distinct keys up to ``--n``) in a
 bucket of moto's S3 server, started by this script on 127.0.0.1 (its own process).
 
 1. bare model loop: the same images, already decoded and resized to 256x256 L in memory,
-   through ``model_chroma`` in batches of 8 with all cores: images/s, right before and right
-   after 2 (their mean is the reference);
+   through ``model_chroma`` in batches of 8 with all cores (at most 400 images);
 2. end to end: ``colorize run s3://src s3://dst`` (list, read, decode, model actor, full
    resolution recombination, JPEG encode, write to S3, manifest) on ``--n`` inputs: images/s
    over the whole job (Ray's start, listing and the model load included) and while the
-   pipeline is full (from the 10th to the 90th percentile row); ratios = 2 / 1;
+   pipeline is full (from the 10th to the 90th percentile row);
+   1 and 2 alternate, ``--repeat`` jobs in all, bare loop first and last: each job's ratio is
+   over the mean of the bare loops on either side of it, and the figure is the median ratio;
 3. memory: ``colorize run`` again for each ``--memory`` size, its processes' memory read every
    0.5 s (not during 2: reading it costs CPU): the peak of the summed proportional set size
    (PSS) of the driver and every Ray process.
@@ -34,6 +36,7 @@ import io
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -163,6 +166,7 @@ def main() -> None:
     ap.add_argument("--model", default="seg-starter")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--memory", default="100,1000")
+    ap.add_argument("--repeat", type=int, default=3, help="job and bare loop pairs")
     ap.add_argument("--job-args", default="", help="extra `colorize run` options, one string")
     a = ap.parse_args()
     host = host_load()
@@ -187,15 +191,12 @@ def main() -> None:
 
         n_bare = min(a.n, 400)
 
-        def bare_run() -> tuple[float, dict]:
+        def bare_run() -> dict:
             before = cpu_times()
             rate = bare_loop(model, table, files, n_bare, a.batch)
-            return rate, per_image(cpu_use_since(before), n_bare)
+            return {"images_per_s": round(rate, 2), **per_image(cpu_use_since(before), n_bare)}
 
-        bare_before = bare_run()
-        results: dict = {"model": str(path)}
-        memory = [int(x) for x in a.memory.split(",") if x]
-        for n, sample in [(a.n, False)] + [(n, True) for n in memory]:
+        def job(n: int, sample: bool) -> dict:
             before = cpu_times()
             summary, peak, wall = run_job(
                 [f"s3://src{n}/scans", f"s3://dst{n}/colour", "--model", a.model]
@@ -205,35 +206,52 @@ def main() -> None:
                 sample,
             )
             assert summary["ok"] == n, summary
-            key = f"memory_n{n}" if sample else f"n{n}"
-            results[key] = {
+            out = {
                 "wall_s": round(wall, 1),
                 "images_per_s_whole_run": round(n / wall, 2),
                 "images_per_s_job": summary["images_per_s"],
                 "images_per_s_steady": summary["steady_images_per_s"],
                 **per_image(cpu_use_since(before), n),
             }
-            if not sample and n == a.n:  # the bare loop again, right after the job it is for
-                bare_after = bare_run()
-                bare = (bare_before[0] + bare_after[0]) / 2
-                results["bare_model_images_per_s"] = {
-                    "before": round(bare_before[0], 2),
-                    "after": round(bare_after[0], 2),
-                    "mean": round(bare, 2),
-                    "cpu": [bare_before[1], bare_after[1]],
-                }
-                bare_ms = (
-                    bare_before[1]["cpu_ms_per_image"] + bare_after[1]["cpu_ms_per_image"]
-                ) / 2
-                results["ratio_cpu_per_image_bare_vs_job"] = round(
-                    bare_ms / results[key]["cpu_ms_per_image"], 3
-                )
             if sample:
-                results[key]["peak_pss_mb"] = round(peak / 2**20)
-        e2e = results[f"n{a.n}"]
-        results["ratio_end_to_end_vs_bare"] = round(e2e["images_per_s_job"] / bare, 3)
-        if e2e["images_per_s_steady"]:
-            results["ratio_steady_vs_bare"] = round(e2e["images_per_s_steady"] / bare, 3)
+                out["peak_pss_mb"] = round(peak / 2**20)
+            return out
+
+        # bare, job, bare, job, ..., bare: each job against the mean of the bare loops on
+        # either side of it, so that a slow minute of the host weighs on both sides of a ratio
+        results: dict = {"model": str(path), "rounds": []}
+        bares = [bare_run()]
+        for _ in range(a.repeat):
+            e2e = job(a.n, False)
+            bares.append(bare_run())
+            before_, after_ = bares[-2], bares[-1]
+            bare = (before_["images_per_s"] + after_["images_per_s"]) / 2
+            bare_ms = (before_["cpu_ms_per_image"] + after_["cpu_ms_per_image"]) / 2
+            results["rounds"].append(
+                {
+                    "bare_before": before_,
+                    f"job_n{a.n}": e2e,
+                    "bare_after": after_,
+                    "ratio_end_to_end_vs_bare": round(e2e["images_per_s_job"] / bare, 3),
+                    "ratio_steady_vs_bare": (
+                        round(e2e["images_per_s_steady"] / bare, 3)
+                        if e2e["images_per_s_steady"]
+                        else None
+                    ),
+                    "ratio_cpu_per_image_bare_vs_job": round(bare_ms / e2e["cpu_ms_per_image"], 3),
+                }
+            )
+        for key in (
+            "ratio_end_to_end_vs_bare",
+            "ratio_steady_vs_bare",
+            "ratio_cpu_per_image_bare_vs_job",
+        ):
+            values = [r[key] for r in results["rounds"] if r[key] is not None]
+            if values:
+                results[key] = {"median": statistics.median(values), "each": values}
+        memory = [int(x) for x in a.memory.split(",") if x]
+        for n in memory:
+            results[f"memory_n{n}"] = job(n, True)
         mem = [results[f"memory_n{n}"]["peak_pss_mb"] for n in memory]
         if len(mem) >= 2:
             results["memory_ratio_largest_vs_smallest"] = round(mem[-1] / mem[0], 3)
