@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated
 
@@ -10,11 +11,15 @@ import typer
 
 from colorization.shipped import DEFAULT_MODEL
 from colorization.tables import TableParams
+from pipeline.run_stage import RunConfig
 from pipeline.sources import StorageOptions
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 tables_app = typer.Typer(no_args_is_help=True, help="Colour-class tables from an image set.")
 app.add_typer(tables_app, name="tables")
+
+# `colorize run`'s defaults are RunConfig's: one place to change them
+_RUN = {f.name: f.default for f in fields(RunConfig)}
 
 EndpointOpt = Annotated[
     str | None,
@@ -193,39 +198,41 @@ def run_cmd(
     src: Annotated[str, typer.Argument(help="folder, glob, s3://bucket/prefix, or a manifest")],
     dst: Annotated[str, typer.Argument(help="folder or s3://bucket/prefix")],
     model: ModelOpt = DEFAULT_MODEL,
-    format: Annotated[str, typer.Option(help="jpeg | png | webp")] = "jpeg",
-    quality: int = 90,
+    format: Annotated[str, typer.Option(help="jpeg | png | webp")] = _RUN["format"],
+    quality: int = _RUN["quality"],
     temperature: TemperatureOpt = None,
     saturation: SaturationOpt = None,
-    batch_size: int = 8,
-    workers: Annotated[int, typer.Option(help="model actors")] = 2,
-    gpus_per_worker: float = 0.0,
-    cpus_per_worker: float = 0.5,
+    batch_size: int = _RUN["batch_size"],
+    workers: Annotated[int, typer.Option(help="model actors")] = _RUN["workers"],
+    gpus_per_worker: float = _RUN["gpus_per_worker"],
+    cpus_per_worker: float = _RUN["cpus_per_worker"],
     threads_per_worker: Annotated[
         int, typer.Option(help="torch threads per model actor; 0: the machine's cores / workers")
-    ] = 0,
+    ] = _RUN["threads_per_worker"],
     cpus_per_task: Annotated[
         float, typer.Option(help="CPUs each decode/finish task reserves")
-    ] = 0.5,
+    ] = _RUN["cpus_per_task"],
     task_slots: Annotated[
         int, typer.Option(help="decode/finish tasks at once on a local run (0: no limit)")
-    ] = 1,
-    task_batch_size: Annotated[int, typer.Option(help="images per decode/finish task")] = 32,
+    ] = _RUN["task_slots"],
+    task_batch_size: Annotated[int, typer.Option(help="images per decode/finish task")] = _RUN[
+        "task_batch_size"
+    ],
     task_concurrency: Annotated[
         int, typer.Option(help="decode (and finish) tasks at once; 0: as the CPUs allow")
-    ] = 1,
+    ] = _RUN["task_concurrency"],
     in_flight_mb: Annotated[
         int, typer.Option(help="object store MB for blocks between stages; 0: Ray's share")
-    ] = 128,
+    ] = _RUN["in_flight_mb"],
     limit: Annotated[int | None, typer.Option(help="only the first N inputs")] = None,
     resume: Annotated[bool, typer.Option(help="skip inputs DST's manifest has as ok")] = False,
-    max_pixels: Annotated[int, typer.Option(help="refuse larger images")] = 100_000_000,
+    max_pixels: Annotated[int, typer.Option(help="refuse larger images")] = _RUN["max_pixels"],
     endpoint_url: EndpointOpt = None,
     allow_errors: Annotated[bool, typer.Option(help="exit 0 even if inputs failed")] = False,
     progress: bool = True,
 ) -> None:
     """Colorize an archive into DST with a manifest row per input (Ray Data)."""
-    from pipeline.run_stage import RunConfig, run
+    from pipeline.run_stage import run
 
     cfg = RunConfig(
         src=src,

@@ -107,6 +107,22 @@ def test_model_actors_share_the_cores_unless_told():
     assert actor_threads(RunConfig(src="a", dst="b", workers=8, threads_per_worker=3)) == 3
 
 
+def test_cli_run_defaults_are_the_configs(monkeypatch):
+    """`colorize run` without options runs RunConfig's defaults; options reach the config."""
+    from typer.testing import CliRunner
+
+    import pipeline.run_stage
+    from pipeline.cli import app
+
+    seen = []
+    monkeypatch.setattr(pipeline.run_stage, "run", lambda cfg: seen.append(cfg) or {"error": 0})
+    assert CliRunner().invoke(app, ["run", "in", "out"]).exit_code == 0
+    assert seen[-1] == RunConfig(src="in", dst="out")
+    res = CliRunner().invoke(app, ["run", "in", "out", "--workers", "3", "--format", "png"])
+    assert res.exit_code == 0
+    assert seen[-1] == RunConfig(src="in", dst="out", workers=3, format="png")
+
+
 def test_local_archive_every_input_has_its_row(ray_local, tmp_path, archive, tiny_model):
     root, expected = archive
     dst = tmp_path / "out"
