@@ -512,7 +512,12 @@ def run(cfg: RunConfig) -> dict[str, Any]:
             compute=tasks,
             batch_format="numpy",
         )
-        new_rows += _collect(ds, cfg, run_id, len(todo), n_shard, arrivals)
+        collected = _collect(ds, cfg, run_id, len(todo), n_shard, arrivals)
+        n_shard += -(-len(collected) // cfg.shard_size)
+        collected, lost = reconcile(todo, collected, model_id, run_id)
+        if lost:  # recorded like any other row, so that a resume redoes them
+            write_shard(cfg, run_id, n_shard, lost)
+        new_rows += collected + lost
     rows = list(carried.values()) + new_rows
     write_bytes(f"{cfg.dst.rstrip('/')}/{MANIFEST}", _table_bytes(rows), cfg.storage)
     elapsed = time.perf_counter() - t_start
@@ -534,6 +539,25 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         _manifest_uri(cfg, "summary.json"), json.dumps(summary, indent=2).encode(), cfg.storage
     )
     return summary
+
+
+LOST = "no result came back from the pipeline"
+
+
+def reconcile(
+    todo: list[dict], rows: list[dict], model_id: str, run_id: str
+) -> tuple[list[dict], list[dict]]:
+    """Exactly one row per input, whatever the pipeline returned: (the rows, one per source
+    URI, the first kept; an error row for every input it returned nothing for)."""
+    seen: dict[str, dict] = {}
+    for r in rows:
+        seen.setdefault(r["source_uri"], r)
+    lost = [
+        _row(t["source_uri"], status="error", error=LOST, model_id=model_id, run_id=run_id)
+        for t in todo
+        if t["source_uri"] not in seen
+    ]
+    return list(seen.values()), lost
 
 
 def steady_rate(arrivals: list[tuple[float, int]], total: int) -> float | None:

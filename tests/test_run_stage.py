@@ -23,7 +23,16 @@ from PIL import Image
 from colorization.checkpoint import save_checkpoint
 from colorization.models import create_model
 from colorization.tables import load_zhang_313
-from pipeline.run_stage import MANIFEST, RunConfig, actor_threads, output_key, plan, run
+from pipeline.run_stage import (
+    LOST,
+    MANIFEST,
+    RunConfig,
+    actor_threads,
+    output_key,
+    plan,
+    reconcile,
+    run,
+)
 from pipeline.sources import Item, StorageOptions
 from tests.archive_fixtures import (
     Expected,
@@ -97,6 +106,25 @@ def test_plan_refuses_keys_outside_destination_and_skips_colliding_outputs():
     assert status["s3://b/a.jpg"][0] == "skipped" and "a.png" in status["s3://b/a.jpg"][1]
     for uri in ("s3://b/x/../../up.jpg", "/abs.jpg"):
         assert status[uri][0] == "error" and "outside the destination" in status[uri][1]
+
+
+def test_inputs_the_pipeline_returned_nothing_for_still_get_one_row_each():
+    todo = [{"source_uri": f"s3://b/{k}.jpg"} for k in "abc"]
+    returned = [
+        {"source_uri": "s3://b/a.jpg", "status": "ok"},
+        {"source_uri": "s3://b/c.jpg", "status": "ok"},
+        {"source_uri": "s3://b/a.jpg", "status": "error"},  # e.g. a retried task's twin
+    ]
+    rows, lost = reconcile(todo, returned, "m", "run1")
+    assert [(r["source_uri"], r["status"]) for r in rows] == [
+        ("s3://b/a.jpg", "ok"),
+        ("s3://b/c.jpg", "ok"),
+    ]
+    assert [(r["source_uri"], r["status"], r["error"]) for r in lost] == [
+        ("s3://b/b.jpg", "error", LOST)
+    ]
+    assert lost[0]["model_id"] == "m" and lost[0]["run_id"] == "run1"
+    assert reconcile(todo, returned[:2] + [{"source_uri": "s3://b/b.jpg"}], "m", "r")[1] == []
 
 
 def test_model_actors_share_the_cores_unless_told():
