@@ -31,7 +31,7 @@ TRAIN_SMALL_IMAGES_PER_S = 8.8
 TRAIN_SMALL_256_IMAGES_PER_S = 2.3
 # Section 5, archive job: `colorize run` s3:// -> s3:// (moto's S3 server on loopback) with the
 # shipped seg-starter, JPEG out, 1,000 inputs; and the bare model loop on the same images,
-#   RAY_USAGE_STATS_ENABLED=0 .venv/bin/python benchmarks/bench_run.py --n 1000 --memory 100,1000
+#   RAY_USAGE_STATS_ENABLED=0 .venv/bin/python benchmarks/bench_run.py --n 1000 --repeat 1 --memory 100,1000 (commit 1d6bfcc)
 RUN_IMAGES_PER_S = 5.32
 RUN_MODEL_ONLY_IMAGES_PER_S = 7.74
 
