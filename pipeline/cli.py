@@ -197,7 +197,7 @@ def eval_cmd(
 def run_cmd(
     src: Annotated[str, typer.Argument(help="folder, glob, s3://bucket/prefix, or a manifest")],
     dst: Annotated[str, typer.Argument(help="folder or s3://bucket/prefix")],
-    model: ModelOpt = DEFAULT_MODEL,
+    model: ModelOpt = _RUN["model"],
     format: Annotated[str, typer.Option(help="jpeg | png | webp")] = _RUN["format"],
     quality: int = _RUN["quality"],
     temperature: TemperatureOpt = None,
@@ -224,12 +224,14 @@ def run_cmd(
     in_flight_mb: Annotated[
         int, typer.Option(help="object store MB for blocks between stages; 0: Ray's share")
     ] = _RUN["in_flight_mb"],
-    limit: Annotated[int | None, typer.Option(help="only the first N inputs")] = None,
-    resume: Annotated[bool, typer.Option(help="skip inputs DST's manifest has as ok")] = False,
+    limit: Annotated[int | None, typer.Option(help="only the first N inputs")] = _RUN["limit"],
+    resume: Annotated[bool, typer.Option(help="skip inputs DST's manifest has as ok")] = _RUN[
+        "resume"
+    ],
     max_pixels: Annotated[int, typer.Option(help="refuse larger images")] = _RUN["max_pixels"],
     endpoint_url: EndpointOpt = None,
     allow_errors: Annotated[bool, typer.Option(help="exit 0 even if inputs failed")] = False,
-    progress: bool = True,
+    progress: bool = _RUN["progress"],
 ) -> None:
     """Colorize an archive into DST with a manifest row per input (Ray Data)."""
     from pipeline.run_stage import run

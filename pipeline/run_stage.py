@@ -512,8 +512,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
             compute=tasks,
             batch_format="numpy",
         )
-        collected = _collect(ds, cfg, run_id, len(todo), n_shard, arrivals)
-        n_shard += -(-len(collected) // cfg.shard_size)
+        collected, n_shard = _collect(ds, cfg, run_id, len(todo), n_shard, arrivals)
         collected, lost = reconcile(todo, collected, model_id, run_id)
         if lost:  # recorded like any other row, so that a resume redoes them
             write_shard(cfg, run_id, n_shard, lost)
@@ -573,9 +572,10 @@ def steady_rate(arrivals: list[tuple[float, int]], total: int) -> float | None:
 
 def _collect(
     ds, cfg: RunConfig, run_id: str, total: int, n_shard: int, arrivals: list
-) -> list[dict]:
+) -> tuple[list[dict], int]:
     """Stream the rows to the driver, writing a manifest shard every ``shard_size`` rows;
-    ``arrivals`` gets (time, rows so far) for every batch that arrives."""
+    ``arrivals`` gets (time, rows so far) for every batch that arrives. Returns the rows and
+    the number the next shard takes."""
     from tqdm import tqdm
 
     rows: list[dict] = []
@@ -599,4 +599,5 @@ def _collect(
     if pending:
         write_shard(cfg, run_id, n_shard, pending)
         rows += pending
-    return rows
+        n_shard += 1
+    return rows, n_shard
