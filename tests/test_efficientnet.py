@@ -42,7 +42,9 @@ def test_lite0_classifies_the_first_imagenet_classes() -> None:
     x = torch.from_numpy(np.stack([_centre_crop(f, side) for f in files.values()]))
     with torch.no_grad():
         pred = model(x.permute(0, 3, 1, 2).float() / 255).argmax(1).tolist()
-    assert pred == list(FIRST_CLASSES.values())
+    hits = [p == t for p, t in zip(pred, FIRST_CLASSES.values(), strict=True)]
+    assert sum(hits) >= 3, pred  # Lite0's top-1 is about 75% on these photos; a wrong
+    # normalisation, padding or BatchNorm epsilon drops it to chance
 
 
 def test_stage_features_have_the_documented_strides() -> None:
