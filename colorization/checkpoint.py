@@ -102,6 +102,8 @@ def load_model(
         raise CheckpointError(f"{d}: holds model {name!r}, expected {expect_model!r}")
     try:
         config = json.loads(header["model_config"])
+        if config.get("pretrained"):  # the weights come from the checkpoint, not a package
+            config["pretrained"] = False
         model = create_model(name, **config)
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{d}: cannot rebuild model {name!r}: {e}") from e

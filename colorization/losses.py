@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-SEG_IGNORE_INDEX = 255
+from colorization.segmentation import SEG_IGNORE
+
 BLUR_SIZES = (3, 5)
 
 
@@ -129,30 +130,24 @@ def blurred_uv_loss(pred_uv: Tensor, target_uv: Tensor, valid: Tensor | None = N
     return _masked_mean(per_image, mask)
 
 
-def category_loss(logits: Tensor, labels: Tensor, has_labels: Tensor | None = None) -> Tensor:
-    """Image-level category loss; logits (N, C).
-
-    labels int64 (N,), -1 = missing: softmax cross-entropy (single label, e.g. ImageNet).
-    labels float (N, C) multi-hot, NaN = missing: BCE-with-logits averaged over labelled
-    entries (e.g. 80 COCO categories). has_labels: optional (N,) bool, False = missing.
-    """
-    if labels.is_floating_point():
-        mask = ~torch.isnan(labels)
-        if has_labels is not None:
-            mask = mask & has_labels.view(-1, 1)
-        bce = F.binary_cross_entropy_with_logits(logits, labels.nan_to_num(0.0), reduction="none")
-        return _masked_mean(bce, mask)
-    mask = labels >= 0
-    if has_labels is not None:
-        mask = mask & has_labels
-    ce = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
-    return _masked_mean(ce, mask)
+def category_loss(logits: Tensor, teacher: Tensor, has_teacher: Tensor | None = None) -> Tensor:
+    """The thesis' category loss as distillation: KL(teacher || softmax(logits)) per image,
+    logits (N, C), teacher (N, C) probabilities (the frozen ImageNet classifier on the colour
+    original); images with has_teacher (N,) False, or whose teacher row is all zeros, are
+    skipped. Mean over the remaining images (0 with a graph if none)."""
+    present = teacher.sum(-1) > 0
+    if has_teacher is not None:
+        present = present & has_teacher
+    logp = F.log_softmax(logits.float(), dim=-1)
+    t = teacher.float()
+    kl = (t * (t.clamp_min(1e-12).log() - logp)).sum(-1)
+    return _masked_mean(kl, present)
 
 
 def segmentation_loss(logits: Tensor, target: Tensor) -> Tensor:
-    """Per-pixel cross-entropy; logits (N, K, H, W), target (N, H, W) int64 with 255 =
-    ignore (images without masks are all 255). Mean over non-ignored pixels."""
-    mask = target != SEG_IGNORE_INDEX
+    """Per-pixel cross-entropy; logits (N, K, H, W), target (N, H, W) int64 with SEG_IGNORE
+    (255; images without masks are all SEG_IGNORE). Mean over non-ignored pixels."""
+    mask = target != SEG_IGNORE
     return _masked_mean(_pixel_cross_entropy(logits, target), mask)
 
 
@@ -162,9 +157,10 @@ class ColorizationLoss(nn.Module):
     class_weights: (Q,) rebalancing weights for class outputs (None = uniform).
     forward(outputs, color_target=..., ...) takes a model's output dict: its "logits"
     (with a soft or hard target, see rebalanced_cross_entropy) or "uv" (target (N, 2, H,
-    W)) give "color"; "category" and "segmentation" are added when the output, its target
-    and a positive weight are present. valid (N,) bool drops images from the colour term;
-    has_labels (N,) bool marks images with category labels. Returns each term and
+    W)) give "color"; "category" (see category_loss: the teacher's probabilities) and
+    "segmentation" are added when the output, its target and a positive weight are present.
+    valid (N,) bool drops images from the colour term; has_teacher (N,) bool marks images
+    with a category target. Returns each term and
     "total" (the weighted sum), all scalars.
     """
 
@@ -192,7 +188,7 @@ class ColorizationLoss(nn.Module):
         category_target: Tensor | None = None,
         segmentation_target: Tensor | None = None,
         valid: Tensor | None = None,
-        has_labels: Tensor | None = None,
+        has_teacher: Tensor | None = None,
     ) -> dict[str, Tensor]:
         terms: dict[str, Tensor] = {}
         if "uv" in outputs:
@@ -204,7 +200,7 @@ class ColorizationLoss(nn.Module):
                 weights = logits.new_ones(logits.shape[1])
             terms["color"] = rebalanced_cross_entropy(logits, color_target, weights, valid)
         if "category" in outputs and category_target is not None and self.weights["category"]:
-            terms["category"] = category_loss(outputs["category"], category_target, has_labels)
+            terms["category"] = category_loss(outputs["category"], category_target, has_teacher)
         if (
             "segmentation" in outputs
             and segmentation_target is not None

@@ -138,30 +138,26 @@ def test_blurred_loss_valid_mask() -> None:
 # --- category_loss ---------------------------------------------------------------------
 
 
-def test_single_label_skips_missing() -> None:
+def test_category_loss_is_the_kl_divergence_to_the_teacher() -> None:
     logits = torch.randn(4, 10)
-    labels = torch.tensor([3, -1, 7, -1])
-    expected = F.cross_entropy(logits[[0, 2]], labels[[0, 2]])
-    assert category_loss(logits, labels).item() == pytest.approx(expected.item(), rel=1e-6)
+    teacher = torch.softmax(torch.randn(4, 10), -1)
+    teacher[1] = 0.0  # no teacher for image 1
+    keep = [0, 2, 3]
+    expected = F.kl_div(F.log_softmax(logits[keep], -1), teacher[keep], reduction="batchmean")
+    assert category_loss(logits, teacher).item() == pytest.approx(expected.item(), rel=1e-5)
+    has = torch.tensor([True, True, False, True])
+    expected = F.kl_div(F.log_softmax(logits[[0, 3]], -1), teacher[[0, 3]], reduction="batchmean")
+    assert category_loss(logits, teacher, has).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_multi_hot_skips_nan_rows_and_has_labels() -> None:
-    logits = torch.randn(3, 5)
-    labels = (torch.rand(3, 5) > 0.5).float()
-    labels[1] = float("nan")
-    expected = F.binary_cross_entropy_with_logits(logits[[0, 2]], labels[[0, 2]])
-    assert category_loss(logits, labels).item() == pytest.approx(expected.item(), rel=1e-6)
-    has = torch.tensor([True, True, False])
-    expected = F.binary_cross_entropy_with_logits(logits[[0]], labels[[0]])
-    assert category_loss(logits, labels, has).item() == pytest.approx(expected.item(), rel=1e-6)
+def test_category_loss_is_zero_when_the_student_matches_the_teacher() -> None:
+    logits = torch.randn(3, 7)
+    assert category_loss(logits, torch.softmax(logits, -1)).item() == pytest.approx(0, abs=1e-6)
 
 
-@pytest.mark.parametrize(
-    "labels", [torch.full((3,), -1), torch.full((3, 5), float("nan"))], ids=["int", "multi-hot"]
-)
-def test_category_loss_without_labels_is_zero(labels: torch.Tensor) -> None:
+def test_category_loss_without_a_teacher_is_zero() -> None:
     logits = torch.randn(3, 5, requires_grad=True)
-    loss = category_loss(logits, labels)
+    loss = category_loss(logits, torch.zeros(3, 5))
     loss.backward()
     assert loss.item() == 0.0
     assert torch.equal(logits.grad, torch.zeros_like(logits))
@@ -197,7 +193,7 @@ def test_combined_loss_is_the_weighted_sum() -> None:
     }
     targets = dict(
         color_target=torch.randint(0, Q, (2, 4, 4)),
-        category_target=torch.tensor([[1.0, 0, 0], [float("nan")] * 3]),
+        category_target=torch.tensor([[0.7, 0.2, 0.1], [0.0] * 3]),
         segmentation_target=torch.randint(0, 5, (2, 8, 8)),
     )
     weights = torch.rand(Q) + 0.5

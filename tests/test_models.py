@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from colorization.models import create_model, list_models, register_model
+from colorization.segmentation import NUM_SEG_CLASSES
+
+ENCODERS = ["scratch", "lite0"]
 
 EXPECTED_MODELS = {"colornet", "cls-afm", "pixel-attn", "seg"}
 
@@ -16,11 +20,11 @@ def n_params(model: torch.nn.Module) -> int:
 
 def expected_shapes(name: str, n: int, size: int) -> dict[str, tuple[int, ...]]:
     if name == "colornet":
-        return {"uv": (n, 2, size, size)}
+        return {"uv": (n, 2, size, size), "category": (n, 1000)}
     hq = size // 4 if name == "cls-afm" else size
-    shapes = {"logits": (n, 313, hq, hq), "category": (n, 80)}
+    shapes = {"logits": (n, 313, hq, hq), "category": (n, 1000)}
     if name == "seg":
-        shapes["segmentation"] = (n, 81, size, size)
+        shapes["segmentation"] = (n, NUM_SEG_CLASSES, size, size)
     return shapes
 
 
@@ -41,11 +45,12 @@ def test_register_model_rejects_a_duplicate_name() -> None:
         register_model("seg")(lambda: torch.nn.Identity())
 
 
+@pytest.mark.parametrize("encoder", ENCODERS)
 @pytest.mark.parametrize("size", [64, 96])
 @pytest.mark.parametrize("name", sorted(EXPECTED_MODELS))
-def test_forward_backward(name: str, size: int, record_property) -> None:
+def test_forward_backward(name: str, size: int, encoder: str, record_property) -> None:
     torch.manual_seed(0)
-    model = create_model(name)
+    model = create_model(name, encoder=encoder, pretrained=False, num_categories=1000)
     L = torch.rand(2, 1, size, size) * 100
     out = model(L)
 
@@ -60,13 +65,14 @@ def test_forward_backward(name: str, size: int, record_property) -> None:
     print(f"{name}: {n_params(model):,d} parameters")
 
 
+@pytest.mark.parametrize("encoder", ENCODERS)
 @pytest.mark.parametrize("name", sorted(EXPECTED_MODELS))
-def test_contract_attributes_and_rebuild_from_config(name: str) -> None:
-    model = create_model(name)
+def test_contract_attributes_and_rebuild_from_config(name: str, encoder: str) -> None:
+    model = create_model(name, encoder=encoder, pretrained=False)
     assert model.output_kind == ("uv" if name == "colornet" else "classes")
     assert model.output_stride == (4 if name == "cls-afm" else 1)
     assert model.variant == name
-    assert all(isinstance(v, (int, float, bool)) for v in model.config.values())
+    assert all(isinstance(v, (int, float, bool, str)) for v in model.config.values())
     rebuilt = create_model(model.variant, **model.config)
     rebuilt.load_state_dict(model.state_dict(), strict=True)
     assert rebuilt.config == model.config
@@ -105,13 +111,16 @@ def test_unknown_keyword_is_a_type_error() -> None:
         create_model("seg", base_widht=32)
 
 
+@pytest.mark.parametrize("encoder", ENCODERS)
 @pytest.mark.parametrize("name", ["cls-afm", "pixel-attn", "seg", "colornet"])
-def test_prepare_for_inference_keeps_the_colours(name):
+def test_prepare_for_inference_keeps_the_colours(name, encoder):
     """BatchNorm folded, channels-last, auxiliary heads skipped: the same colour output."""
     from colorization.models import prepare_for_inference
 
     torch.manual_seed(0)
-    kwargs = {"base_width": 8} if name == "colornet" else {"base_width": 8, "num_classes": 40}
+    kwargs = {"base_width": 8, "encoder": encoder, "pretrained": False, "num_categories": 5}
+    if name != "colornet":
+        kwargs["num_classes"] = 40
     model = create_model(name, **kwargs)
     model.train()
     x = torch.rand(2, 1, 64, 64) * 100
@@ -123,5 +132,38 @@ def test_prepare_for_inference_keeps_the_colours(name):
         fast = prepare_for_inference(model)
         out = fast(x)
     assert torch.allclose(out[key], ref, atol=1e-3, rtol=1e-4)
-    if name != "colornet":
-        assert set(out) == {"logits"}  # no category or segmentation output
+    assert set(out) == {key}  # no category or segmentation output
+    if encoder != "scratch":  # every BatchNorm of the pretrained encoder was folded too
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.encoder.modules())
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_MODELS))
+def test_pretrained_encoder_and_category_head_start_from_the_imagenet_classifier(name) -> None:
+    from colorization.models.efficientnet import pretrained_state
+
+    model = create_model(name, encoder="lite0", num_categories=1000)
+    state = pretrained_state("lite0")
+    own = model.state_dict()
+    assert torch.equal(
+        own["encoder.net._blocks.3._depthwise_conv.weight"],
+        state["_blocks.3._depthwise_conv.weight"],
+    )
+    assert torch.equal(own["category_head.weight"], state["_fc.weight"])
+    scratch = create_model(name, encoder="lite0", pretrained=False, num_categories=1000)
+    assert not torch.equal(scratch.state_dict()["category_head.weight"], state["_fc.weight"])
+
+
+def test_pretrained_encoder_recognises_a_grey_photo() -> None:
+    """The seg model's category head, before any training, is the ImageNet classifier run on
+    the grey image: a grey tench photo comes out as class 0."""
+    from PIL import Image
+
+    from colorization import color
+    from tests.shared_paths import SHARED_DATA
+
+    model = create_model("seg", encoder="lite0", num_categories=1000).eval()
+    im = Image.open(next((SHARED_DATA / "imagenet-samples").glob("n01440764_*.jpg")))
+    rgb = np.asarray(im.convert("RGB").resize((224, 224), Image.BICUBIC))
+    L = torch.from_numpy(color.rgb_to_lab(rgb)[..., :1]).permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        assert model(L)["category"].argmax(1).item() == 0

@@ -76,6 +76,11 @@ class MBConv(nn.Module):
         self.residual = stride == 1 and in_ch == out_ch
         self.act = nn.ReLU6(inplace=True)
 
+    def fuse_batchnorm(self) -> None:
+        """Fold each BatchNorm into its convolution (eval mode only; same outputs, faster)."""
+        pairs = [("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2")]
+        _fuse(self, [("_expand_conv", "_bn0"), *pairs] if self.expand else pairs)
+
     def forward(self, x: Tensor) -> Tensor:
         y = self.act(self._bn0(self._expand_conv(x))) if self.expand else x
         y = self.act(self._bn1(self._depthwise_conv(y)))
@@ -109,6 +114,11 @@ class EfficientNetLite(nn.Module):
         self._fc = nn.Linear(HEAD_WIDTH, num_classes)
         self.act = nn.ReLU6(inplace=True)
 
+    def fuse_batchnorm(self) -> None:
+        """Fold the stem's and the head's BatchNorm into their convolutions (the blocks fold
+        their own); eval mode only."""
+        _fuse(self, [("_conv_stem", "_bn0"), ("_conv_head", "_bn1")])
+
     @staticmethod
     def normalize(rgb: Tensor) -> Tensor:
         """RGB in [0, 1] -> the network's input scale, (255 x - 127) / 128."""
@@ -136,6 +146,15 @@ class EfficientNetLite(nn.Module):
     def forward(self, rgb: Tensor) -> Tensor:
         x = self.run_stages(self.stem(rgb), 0, len(self.stage_ends))[-1]
         return self._fc(self.head(x))
+
+
+def _fuse(module: nn.Module, pairs: list[tuple[str, str]]) -> None:
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for conv, bn in pairs:
+        if isinstance(getattr(module, bn), nn.BatchNorm2d):
+            setattr(module, conv, fuse_conv_bn_eval(getattr(module, conv), getattr(module, bn)))
+            setattr(module, bn, nn.Identity())
 
 
 def pretrained_state(variant: str) -> dict[str, Tensor]:

@@ -53,6 +53,9 @@ def prepare_for_inference(model: nn.Module) -> nn.Module:
             if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
                 setattr(module, name_a, fuse_conv_bn_eval(a, b))
                 setattr(module, name_b, nn.Identity())
+    for module in list(model.modules()):  # blocks that know their own conv/BN pairs
+        if hasattr(module, "fuse_batchnorm"):
+            module.fuse_batchnorm()
     model.colour_only = True
     return model.to(memory_format=torch.channels_last)
 

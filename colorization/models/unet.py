@@ -4,7 +4,7 @@ One class; the thesis variants differ only by constructor flags:
 
     cls-afm     output_stride=4                                   (ch. 1)
     pixel-attn  output_stride=1, attention=True                   (ch. 2)
-    seg         output_stride=1, attention=True, num_seg_classes=81  (ch. 3)
+    seg         output_stride=1, attention=True, num_seg_classes=NUM_SEG_CLASSES  (ch. 3)
 
 Data flow (strides relative to the input; w = base_width):
 
@@ -18,6 +18,15 @@ Data flow (strides relative to the input; w = base_width):
 
 The segmentation branch is a light decoder (one conv per stage, plain encoder skips)
 from the bottleneck to full resolution, with a 1x1 head -> "segmentation".
+
+Encoders (``encoder=``): "scratch" is the plain U-Net encoder above, trained from random
+weights. "lite0" / "lite2" (:class:`LiteEncoder`) are EfficientNet-Lite with its ImageNet
+weights (``pretrained=True``): the grey image enters as grey sRGB on three channels; its
+stages give the skips at strides 2, 4, 8 (a DoubleConv on L gives stride 1) and the
+bottleneck at 16 (projected to 8w channels); its last stages and head give the (N, 1280)
+global feature, which is the context fused into the bottleneck and feeds the category head
+(initialised from the ImageNet classifier when it predicts the 1000 ImageNet classes). The
+decoder is the same for every encoder (widths w, 2w, 4w, 8w).
 """
 
 from __future__ import annotations
@@ -28,6 +37,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from colorization import color
+from colorization.models.efficientnet import (
+    HEAD_WIDTH,
+    NUM_IMAGENET_CLASSES,
+    SPECS,
+    EfficientNetLite,
+    pretrained_state,
+)
 from colorization.models.layers import (
     AsymmetricFeatureFusion,
     ConvBNReLU,
@@ -40,9 +57,42 @@ from colorization.models.layers import (
     upsample2,
 )
 from colorization.models.registry import register_model
+from colorization.segmentation import NUM_SEG_CLASSES
 
 NUM_LEVELS = 4  # encoder levels at strides 1, 2, 4, 8; the bottleneck is at stride 16
 INPUT_MULTIPLE = 2**NUM_LEVELS
+ENCODERS = ("scratch", *SPECS)
+
+
+def grey_rgb(L: Tensor) -> Tensor:
+    """L (N, 1, H, W) in [0, 100] -> the grey sRGB image (N, 3, H, W) in [0, 1] (ab = 0):
+    what an ImageNet network sees when it is shown a grey photo."""
+    return color.lab_to_rgb_t(torch.cat([L, torch.zeros_like(L).expand(-1, 2, -1, -1)], 1))
+
+
+class LiteEncoder(nn.Module):
+    """Pretrained EfficientNet-Lite as the U-Net's encoder (see the module docstring).
+
+    forward(L, x) with x the normalised L -> (skips [(N, widths[i], H / 2**i, W / 2**i)],
+    bottleneck (N, bottleneck_width, H/16, W/16), context (N, 1280)).
+    """
+
+    def __init__(self, variant: str, width: int, pretrained: bool) -> None:
+        super().__init__()
+        self.net = EfficientNetLite(variant)
+        if pretrained:
+            self.net.load_state_dict(pretrained_state(variant), strict=True)
+        self.classifier = self.net._fc  # kept for the category head, then removed from the net
+        del self.net._fc
+        w = SPECS[variant].widths
+        self.full = DoubleConv(1, width)
+        self.widths = [width, w[0], w[1], w[2]]
+        self.bottleneck_width = w[4]
+
+    def forward(self, L: Tensor, x: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
+        feats = self.net.run_stages(self.net.stem(grey_rgb(L)), 0, 5)  # strides 2 .. 16
+        deepest = self.net.run_stages(feats[-1], 5, len(self.net.stage_ends))[-1]
+        return [self.full(x), *feats[:3]], feats[4], self.net.head(deepest)
 
 
 class DecoderStage(nn.Module):
@@ -109,10 +159,14 @@ class UNetColorizer(nn.Module):
         attention: bool = False,
         num_attn_blocks: int = 2,
         num_seg_classes: int = 0,
+        encoder: str = "scratch",
+        pretrained: bool = True,
     ) -> None:
         super().__init__()
         if output_stride not in (1, 2, 4, 8):
             raise ValueError(f"output_stride must be 1, 2, 4 or 8, got {output_stride}")
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
         self.config = dict(
             num_classes=num_classes,
             num_categories=num_categories,
@@ -121,23 +175,34 @@ class UNetColorizer(nn.Module):
             attention=attention,
             num_attn_blocks=num_attn_blocks,
             num_seg_classes=num_seg_classes,
+            encoder=encoder,
+            pretrained=pretrained,
         )
         self.output_stride = output_stride
         w = base_width
-        enc = [w * 2**i for i in range(NUM_LEVELS)]  # w, 2w, 4w, 8w
-        deep = enc[-1]
+        dec = [w * 2**i for i in range(NUM_LEVELS)]  # decoder widths w, 2w, 4w, 8w
+        deep = dec[-1]
 
-        self.pool = nn.MaxPool2d(2)
-        self.encoder = nn.ModuleList(
-            DoubleConv(1 if i == 0 else enc[i - 1], enc[i]) for i in range(NUM_LEVELS)
-        )
-        self.bottleneck = DoubleConv(deep, deep)
-
-        self.context = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(deep, deep), nn.ReLU(inplace=True)
-        )
-        self.category_head = nn.Linear(deep, num_categories) if num_categories > 0 else None
-        self.context_fusion = GlobalContextFusion(deep, deep)
+        if encoder == "scratch":
+            self.pool = nn.MaxPool2d(2)
+            self.encoder = nn.ModuleList(
+                DoubleConv(1 if i == 0 else dec[i - 1], dec[i]) for i in range(NUM_LEVELS)
+            )
+            self.bottleneck = DoubleConv(deep, deep)
+            self.context = nn.Sequential(
+                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(deep, deep), nn.ReLU(inplace=True)
+            )
+            enc, context_dim = dec, deep
+        else:
+            self.encoder = LiteEncoder(encoder, w, pretrained)
+            self.bottleneck = ConvBNReLU(self.encoder.bottleneck_width, deep, kernel_size=1)
+            enc, context_dim = self.encoder.widths, HEAD_WIDTH
+        self.category_head = nn.Linear(context_dim, num_categories) if num_categories > 0 else None
+        if encoder != "scratch":
+            if num_categories == NUM_IMAGENET_CLASSES:  # start from the ImageNet classifier
+                self.category_head.load_state_dict(self.encoder.classifier.state_dict())
+            del self.encoder.classifier
+        self.context_fusion = GlobalContextFusion(deep, context_dim)
         self.bottleneck_attention = (
             IntensiveResidualAttention(deep, num_attn_blocks, growth=w) if attention else None
         )
@@ -153,27 +218,33 @@ class UNetColorizer(nn.Module):
         # Decoder levels from deepest to the output level (stride 2**level).
         self.levels = list(reversed(range(int(math.log2(output_stride)), NUM_LEVELS)))
         self.fusions = nn.ModuleDict(
-            {str(i): AsymmetricFeatureFusion(enc, enc[i]) for i in self.levels}
+            {str(i): AsymmetricFeatureFusion(enc, dec[i]) for i in self.levels}
         )
-        in_chs = {i: enc[i + 1] if i + 1 < NUM_LEVELS else deep for i in self.levels}
+        in_chs = {i: dec[i + 1] if i + 1 < NUM_LEVELS else deep for i in self.levels}
         self.decoder = nn.ModuleDict(
             {
-                str(i): DecoderStage(in_chs[i], enc[i], extra[i], enc[i], attention)
+                str(i): DecoderStage(in_chs[i], dec[i], extra[i], dec[i], attention)
                 for i in self.levels
             }
         )
-        self.head = PointwiseConv(enc[self.levels[-1]], num_classes)
+        self.head = PointwiseConv(dec[self.levels[-1]], num_classes)
 
-    def forward(self, L: Tensor) -> dict[str, Tensor]:
+    def _encode(self, L: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
+        """L -> (skips at strides 1, 2, 4, 8; bottleneck at 16 with 8w channels; context)."""
         x = normalize_lightness(L, INPUT_MULTIPLE)
+        if isinstance(self.encoder, LiteEncoder):
+            skips, deep, context = self.encoder(L, x)
+            return skips, self.bottleneck(deep), context
         skips = []
         for level, stage in enumerate(self.encoder):
             x = stage(x if level == 0 else self.pool(x))
             skips.append(x)
         x = self.bottleneck(self.pool(x))
+        return skips, x, self.context(x)
 
+    def forward(self, L: Tensor) -> dict[str, Tensor]:
+        skips, x, context = self._encode(L)
         out: dict[str, Tensor] = {}
-        context = self.context(x)
         auxiliary = not getattr(self, "colour_only", False)  # see prepare_for_inference
         if self.category_head is not None and auxiliary:
             out["category"] = self.category_head(context)
@@ -212,5 +283,7 @@ def pixel_attn(**kwargs: Any) -> UNetColorizer:
 
 @register_model("seg")
 def seg(**kwargs: Any) -> UNetColorizer:
-    """Thesis ch. 3 (main model): pixel-attn plus an 81-class segmentation branch."""
-    return UNetColorizer(**{"output_stride": 1, "attention": True, "num_seg_classes": 81, **kwargs})
+    """Thesis ch. 3 (main model): pixel-attn plus a segmentation branch over the merged
+    label space (:mod:`colorization.segmentation`)."""
+    kwargs = {"output_stride": 1, "attention": True, "num_seg_classes": NUM_SEG_CLASSES, **kwargs}
+    return UNetColorizer(**kwargs)
