@@ -16,6 +16,18 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 #: default limit on decoded pixels (width * height); larger images are refused, not decoded
 DEFAULT_MAX_PIXELS = 100_000_000
 GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+EXIF_ORIENTATION = 0x0112
+#: EXIF orientation -> the transpose that shows the stored pixels upright (as Pillow's
+#: ``ImageOps.exif_transpose``); 1 and missing: none
+ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 class DecodeError(ValueError):
@@ -53,6 +65,18 @@ def decode_image(
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise DecodeError(f"corrupt or truncated image: {e}") from e
     return im
+
+
+def exif_orientation(im: Image.Image) -> int:
+    """The EXIF orientation of a decoded (not yet transposed) image; 1 when there is none."""
+    return int(im.getexif().get(EXIF_ORIENTATION, 1) or 1)
+
+
+def orient(im: Image.Image, orientation: int) -> Image.Image:
+    """``im`` turned upright for ``orientation`` (another image's EXIF orientation, so that
+    a label map drawn on a photo's stored pixels follows the photo)."""
+    method = ORIENTATION_TRANSPOSE.get(orientation)
+    return im if method is None else im.transpose(method)
 
 
 def to_rgb8(im: Image.Image) -> Image.Image:

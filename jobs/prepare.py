@@ -18,7 +18,10 @@ import sys
 from jobs.entry import parse_args
 from pipeline.config import load_config
 
-SUMMARY_KEYS = ("size", "n_listed", "n_ok", "n_skipped", "n_error", "seconds")
+SUMMARY_KEYS = (
+    "size", "n_listed", "n_ok", "n_skipped", "n_error", "n_seg", "n_mask_warnings", "teacher",
+    "seg_sources", "seconds",
+)  # fmt: skip
 SHOWN_FAILURES = 20
 
 

@@ -84,6 +84,14 @@ def prepare_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="output directory of parquet shards")],
     size: Annotated[int, typer.Option(help="stored square side (px)")] = 144,
     images_dir: Annotated[str | None, typer.Option(help="images of a COCO json")] = None,
+    masks: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--masks",
+            help="FORMAT:IMAGES_DIR=MASKS_DIR, FORMAT coco-panoptic or camvid (repeatable)",
+        ),
+    ] = None,
+    teacher: Annotated[str, typer.Option(help="category teacher: lite0, lite2 or none")] = "lite0",
     endpoint_url: EndpointOpt = None,
 ) -> None:
     """Decode, resize and store training images once as parquet shards (Ray Data)."""
@@ -95,12 +103,17 @@ def prepare_cmd(
         size=size,
         images_dir=images_dir,
         storage=StorageOptions(endpoint_url=endpoint_url),
+        masks=list(masks or []),
+        teacher=None if teacher.lower() == "none" else teacher,
     )
     summary = prepare(cfg)
     typer.echo(json.dumps({k: v for k, v in summary.items() if k in _PREPARE_KEYS}, indent=2))
 
 
-_PREPARE_KEYS = ("size", "n_listed", "n_ok", "n_skipped", "n_error", "seconds")
+_PREPARE_KEYS = (
+    "size", "n_listed", "n_ok", "n_skipped", "n_error", "n_seg", "n_mask_warnings", "teacher",
+    "seg_sources", "seconds",
+)  # fmt: skip
 
 
 @app.command("train", context_settings={"allow_extra_args": True})
@@ -175,6 +188,9 @@ def eval_cmd(
     limit: Annotated[int | None, typer.Option(help="evaluate at most this many images")] = None,
     images_dir: Annotated[str | None, typer.Option(help="images of a COCO json")] = None,
     endpoint_url: EndpointOpt = None,
+    judge: Annotated[
+        str, typer.Option(help="ImageNet classifier of the semantic test: lite2, lite0 or none")
+    ] = "lite2",
 ) -> None:
     """Score models against the originals at 256x256 beside the grey baseline; HTML report."""
     from pipeline.eval_stage import EvalConfig, run_eval
@@ -189,6 +205,7 @@ def eval_cmd(
         limit=limit,
         images_dir=images_dir,
         storage=StorageOptions(endpoint_url=endpoint_url),
+        judge=judge,
     )
     typer.echo(run_eval(cfg))
 
