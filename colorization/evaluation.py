@@ -7,7 +7,13 @@ Protocol (the one whose grey baseline on coco-tiny val2017 is PSNR 22.87 / SSIM 
 - PSNR over the three channels (peak 255), SSIM as ``skimage.metrics.structural_similarity``
   (7x7 uniform window, mean over channels), Hasler-Suesstrunk colourfulness in its |rg|, |yb|
   form;
-- the grey baseline is the same L with ab = 0.
+- the grey baseline is the same L with ab = 0;
+- Zhang et al.'s AuC (:func:`colorization.metrics.ab_auc`) raw (every pixel weighs the same)
+  and class-rebalanced (each pixel weighs 1 / the prior of its original's ab bin), both pooled
+  over every pixel of the set. The prior is that of the evaluation set's own 256x256 originals
+  on a 10-unit ab grid (:data:`AUC_PRIOR_GRID`, the class spacing of Zhang et al.), so it does
+  not depend on any model; Zhang et al. took theirs from ImageNet. Pooled over the set, the
+  rebalanced curve is the mean over the occupied ab bins of each bin's own curve.
 """
 
 from __future__ import annotations
@@ -18,12 +24,15 @@ import numpy as np
 from PIL import Image
 
 from colorization import color
+from colorization.abgrid import AbGrid
 from colorization.imageio import GREY_MODES, to_rgb_array
-from colorization.metrics import colorfulness, psnr, ssim
+from colorization.metrics import ab_error, colorfulness, error_counts, psnr, ssim
 
 EVAL_SIZE = 256
 #: ab histogram of outputs: 2-unit bins over [-110, 110)
 AB_EDGES = np.arange(-110, 111, 2.0)
+#: the ab bins of the AuC's class rebalancing: 10 units, centred on multiples of 10
+AUC_PRIOR_GRID = AbGrid(10.0)
 
 
 @dataclass(frozen=True)
@@ -73,3 +82,31 @@ def ab_histogram(rgb: np.ndarray) -> np.ndarray:
     ab = color.rgb_to_lab(rgb)[..., 1:].reshape(-1, 2)
     hist, _, _ = np.histogram2d(ab[:, 0], ab[:, 1], bins=[AB_EDGES, AB_EDGES])
     return hist
+
+
+def ab_prior(originals: list[np.ndarray], grid: AbGrid = AUC_PRIOR_GRID) -> np.ndarray:
+    """``(grid.n_cells,)`` share of all the originals' pixels in each ab bin (sums to 1)."""
+    counts = np.zeros(grid.n_cells)
+    for rgb in originals:
+        cells = grid.cell_of(color.rgb_to_lab(rgb)[..., 1:])
+        counts += np.bincount(cells.ravel(), minlength=grid.n_cells)
+    return counts / counts.sum()
+
+
+def rebalancing_weights(
+    rgb: np.ndarray, prior: np.ndarray, grid: AbGrid = AUC_PRIOR_GRID
+) -> np.ndarray:
+    """``(H, W)``: 1 / prior of each pixel's ab bin (the prior of a set that holds ``rgb``)."""
+    p = prior[grid.cell_of(color.rgb_to_lab(rgb)[..., 1:])]
+    if (p <= 0).any():
+        raise ValueError("the prior has no mass in some ab bin of this image")
+    return 1.0 / p
+
+
+def auc_counts(
+    truth: np.ndarray, output: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(raw, rebalanced) error counts of one output (:func:`colorization.metrics.error_counts`);
+    summed over a set they give its pooled curves."""
+    err = ab_error(truth, output)
+    return error_counts(err), error_counts(err, weights)

@@ -10,6 +10,13 @@
   ``form="abs"`` (the default) uses ``|rg|`` and ``|yb|``: the form of the widely copied
   implementation that published colorization tables report (its means are of magnitudes, so a
   balanced image still scores). ``form="signed"`` is the paper's definition.
+- :func:`ab_error`, :func:`error_counts`, :func:`auc_of_counts`: the AuC of Zhang, Isola &
+  Efros (ECCV 2016), "Colorful Image Colorization": the per-pixel Euclidean
+  distance between the output's and the original's ab (CIE Lab, :mod:`colorization.color`),
+  the fraction of pixels within each threshold 0, 1, ..., 150 (the CDF of that error), and the
+  area under that curve normalised to [0, 1] (trapezoid rule over the thresholds, divided by
+  150): 1 when every pixel's ab is exact. The counts are weighted sums, so one curve can pool
+  the pixels of a whole set and weight them (class rebalancing: :mod:`colorization.evaluation`).
 """
 
 from __future__ import annotations
@@ -19,7 +26,11 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
+from colorization import color
+
 _K1, _K2 = 0.01, 0.03
+#: the AuC's thresholds on the ab error are 0, 1, ..., AUC_MAX_ERROR (Zhang et al. 2016)
+AUC_MAX_ERROR = 150
 
 
 def _check_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -89,3 +100,39 @@ def colorfulness(rgb: np.ndarray, form: Literal["abs", "signed"] = "abs") -> flo
     std = np.sqrt(rg.std() ** 2 + yb.std() ** 2)
     mean = np.sqrt(rg.mean() ** 2 + yb.mean() ** 2)
     return float(std + 0.3 * mean)
+
+
+def ab_error(truth: np.ndarray, output: np.ndarray) -> np.ndarray:
+    """``(H, W)`` float64 Euclidean distance between the ab of two uint8 RGB images (Lab units)."""
+    _check_pair(truth, output)
+    diff = (
+        color.rgb_to_lab(np.asarray(truth))[..., 1:] - color.rgb_to_lab(np.asarray(output))[..., 1:]
+    )
+    return np.sqrt((diff**2).sum(-1))
+
+
+def error_counts(err: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """``(AUC_MAX_ERROR + 2,)`` float64: the total weight (the count when ``weights`` is None) of
+    the pixels whose error is within threshold t but not t - 1, for t = 0 .. AUC_MAX_ERROR; the
+    last entry holds the pixels beyond AUC_MAX_ERROR. Add the counts of several images to pool
+    their pixels into one curve."""
+    err = np.asarray(err, dtype=np.float64)
+    if weights is not None and np.shape(weights) != err.shape:
+        raise ValueError(f"weights {np.shape(weights)} do not match the errors {err.shape}")
+    bins = np.minimum(np.ceil(err), AUC_MAX_ERROR + 1).astype(np.int64).ravel()
+    w = None if weights is None else np.asarray(weights, dtype=np.float64).ravel()
+    return np.bincount(bins, weights=w, minlength=AUC_MAX_ERROR + 2).astype(np.float64)
+
+
+def auc_of_counts(counts: np.ndarray) -> float:
+    """Area under the error's CDF at thresholds 0 .. AUC_MAX_ERROR, normalised to [0, 1]."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.shape != (AUC_MAX_ERROR + 2,) or counts.sum() <= 0:
+        raise ValueError(f"expected {AUC_MAX_ERROR + 2} counts with a positive total")
+    cdf = np.cumsum(counts)[: AUC_MAX_ERROR + 1] / counts.sum()
+    return float((cdf.sum() - 0.5 * (cdf[0] + cdf[-1])) / AUC_MAX_ERROR)
+
+
+def ab_auc(truth: np.ndarray, output: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Zhang et al.'s AuC of one output against its original (``weights``: per pixel, optional)."""
+    return auc_of_counts(error_counts(ab_error(truth, output), weights))

@@ -1,5 +1,6 @@
 """``colorize eval``: the papers' protocol reproduces the published grey baseline; the files it
-writes (per-image parquet, summary, self-contained HTML report); grey and broken inputs."""
+writes (per-image parquet, summary, self-contained HTML report); grey and broken inputs; the
+semantic test (ImageNet labels, the judge) and Zhang et al.'s AuC."""
 
 from __future__ import annotations
 
@@ -15,8 +16,18 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from colorization import imagenet
 from colorization.checkpoint import save_checkpoint
-from colorization.evaluation import grey_version, is_grey_original, make_truth
+from colorization.evaluation import (
+    AUC_PRIOR_GRID,
+    ab_prior,
+    grey_version,
+    is_grey_original,
+    make_truth,
+    rebalancing_weights,
+)
+from colorization.imagenet import Judge, label_of, wnid_index
+from colorization.metrics import ab_auc, ab_error, auc_of_counts, error_counts
 from colorization.models import create_model
 from colorization.tables import load_zhang_313
 from pipeline.cli import app
@@ -27,6 +38,8 @@ from tests.shared_paths import SHARED_DATA, SHARED_REFERENCE
 pytestmark = pytest.mark.timeout(240)
 
 COCO_VAL = SHARED_DATA / "coco-tiny" / "val2017"
+IMAGENETTE = SHARED_DATA / "imagenette"
+IMAGENET_SAMPLES = SHARED_DATA / "imagenet-samples"
 
 
 def test_grey_originals_are_recognised():
@@ -55,7 +68,8 @@ def test_grey_version_keeps_lightness_and_drops_colour():
 def test_grey_baseline_reproduces_the_published_figures(tmp_path):
     """coco-tiny val2017 at 256x256: grey baseline PSNR 22.87, SSIM 0.9075, originals'
     colourfulness 38.5, 79 images with the one grey original left out."""
-    summary = evaluate(EvalConfig(sources=[str(require(COCO_VAL))], out=str(tmp_path), models=[]))
+    cfg = EvalConfig(sources=[str(require(COCO_VAL))], out=str(tmp_path), models=[], judge="none")
+    summary = evaluate(cfg)
     assert summary["images"] == 79 and summary["skipped_grey"] == 1
     (grey,) = summary["rows"]
     assert grey["model"] == GREY
@@ -63,6 +77,11 @@ def test_grey_baseline_reproduces_the_published_figures(tmp_path):
     assert grey["ssim"] == pytest.approx(0.9075, abs=0.0001)
     assert summary["originals_colorfulness"] == pytest.approx(38.5, abs=0.05)
     assert grey["colorfulness"] < 0.5
+    # no judge: no semantic figures, but the AuC; COCO file names carry no ImageNet label
+    assert summary["judge"] is None and grey["judge_agreement"] is None
+    assert summary["labelled_images"] == 0 and grey["judge_top1_accuracy"] is None
+    assert 0.5 < grey["auc_raw"] < 1 and 0 < grey["auc_rebalanced"] < grey["auc_raw"]
+    assert "No judge" in (tmp_path / "summary.md").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +142,136 @@ def test_unknown_model_is_an_error_naming_the_choices(tmp_path):
     )
     assert res.exit_code != 0
     assert "nope" in str(res.exception) and "shipped model" in str(res.exception)
+
+
+# --- ImageNet labels and the judge ------------------------------------------------------------
+def test_label_of_reads_wnids_from_file_names_and_folders():
+    sample = sorted(require(IMAGENET_SAMPLES).glob("n01440764_*.jpg"))[0]
+    assert label_of(str(sample)) == 0  # n01440764_tench.jpg
+    assert label_of("n15075141_toilet_tissue.jpg") == 999
+    assert label_of("n03888257_10026.JPEG") == wnid_index("n03888257")  # ImageNet train naming
+    photo = sorted(require(IMAGENETTE / "n03888257").glob("*.JPEG"))[0]
+    assert photo.name.startswith("ILSVRC2012_val_")  # no wnid in the file name itself
+    assert label_of(str(photo)) == wnid_index("n03888257") == 701  # parachute
+    assert label_of(f"n03888257/{photo.name}") == 701  # an eval key of a glob source
+    assert label_of(f"s3://bucket/imagenette/n02102040/{photo.name}") == 217
+    assert label_of(f"n02102040/n03888257/{photo.name}") == 701  # the nearest folder wins
+    assert label_of(photo.name) is None
+    assert label_of("coco/000000000139.jpg") is None
+    assert label_of("n00000001_not_imagenet.jpg") is None  # a wnid outside ImageNet-1k
+    assert label_of("xn01440764/a.jpg") is None and label_of("n014407640_a.jpg") is None
+
+
+def test_wnid_table_is_imagenet_1k_in_class_index_order():
+    wnids = imagenet.wnids()
+    assert len(wnids) == 1000 and len(set(wnids)) == 1000
+    assert list(wnids) == sorted(wnids)  # index = rank of the wnid among the 1000 sorted
+    assert wnid_index("n01440764") == 0 and wnid_index("n15075141") == 999
+    with pytest.raises(KeyError, match="not one of"):
+        wnid_index("n00000001")
+    names = dict(zip(wnids, imagenet.class_names(), strict=True))
+    samples = sorted(require(IMAGENET_SAMPLES).glob("n*_*.jpg"))
+    assert len(samples) == 972
+    for f in samples:  # every sample's wnid is listed, under the same class name
+        wnid, name = f.stem.split("_", 1)
+        assert names[wnid] == name, f.name
+    folders = [d.name for d in require(IMAGENETTE).iterdir() if d.is_dir()]
+    assert len(folders) == 10 and set(folders) <= set(wnids)
+
+
+def _imagenette_photos(per_class: int) -> list[Path]:
+    return [
+        p
+        for d in sorted(require(IMAGENETTE).iterdir())
+        for p in sorted(d.glob("*.JPEG"))[:per_class]
+    ]
+
+
+def test_the_judge_recognises_imagenette_photos_and_not_noise():
+    photos = _imagenette_photos(1)  # one photo from each of the 10 classes
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in photos]
+    labels = np.array([label_of(str(p)) for p in photos])
+    noise = list(np.random.default_rng(0).integers(0, 256, (10, 224, 224, 3), dtype=np.uint8))
+    judge = Judge("lite2", batch_size=8)
+    probs = judge.probabilities(images + noise)
+    assert probs.shape == (20, 1000) and np.allclose(probs.sum(1), 1, atol=1e-4)
+    top, p = judge.top1(images + noise)
+    assert (top == probs.argmax(1)).all() and np.allclose(p, probs.max(1))
+    on_photos, on_noise = (top[:10] == labels).sum(), (top[10:] == labels).sum()
+    assert on_photos >= 7 and on_noise <= 1, (top, labels)
+    assert probs[np.arange(10), labels].mean() > 0.5 > probs[10 + np.arange(10), labels].mean()
+
+
+# --- Zhang et al.'s AuC ----------------------------------------------------------------------
+def test_auc_of_a_known_error_distribution():
+    err = np.full((4, 5), 10.0)  # every pixel exactly 10 ab units off
+    counts = error_counts(err)
+    assert counts[10] == 20 and counts.sum() == 20
+    # CDF 0 for t < 10, 1 from 10 to 150: trapezoid area (141 - 0.5) / 150
+    assert auc_of_counts(counts) == pytest.approx(140.5 / 150)
+    err[0] = 200.0  # beyond the last threshold: never counted as within
+    assert auc_of_counts(error_counts(err)) == pytest.approx(0.75 * 140.5 / 150)
+    assert auc_of_counts(error_counts(np.zeros((3, 3)))) == 1.0
+
+
+def test_auc_is_one_for_the_original_lower_for_grey_and_rebalancing_counts():
+    photo = np.asarray(Image.open(require(sorted(COCO_VAL.glob("*.jpg"))[0])).convert("RGB"))
+    truth = make_truth(Image.fromarray(photo)).rgb
+    grey = grey_version(truth)
+    weights = rebalancing_weights(truth, ab_prior([truth]))
+    assert ab_auc(truth, truth) == 1.0 and ab_auc(truth, truth, weights) == 1.0
+    raw, rebalanced = ab_auc(truth, grey), ab_auc(truth, grey, weights)
+    assert 0.5 < raw < 0.99
+    # grey is right on the common near-neutral pixels and wrong on the rare saturated ones,
+    # which rebalancing weighs up
+    assert rebalanced < raw - 0.02
+    # pooled over the set, the rebalanced curve is the mean over ab bins of each bin's curve
+    err = ab_error(truth, grey)
+    from colorization import color
+
+    cells = AUC_PRIOR_GRID.cell_of(color.rgb_to_lab(truth)[..., 1:])
+    per_bin = [auc_of_counts(error_counts(err[cells == c])) for c in np.unique(cells)]
+    assert rebalanced == pytest.approx(np.mean(per_bin), abs=1e-9)
+
+
+def test_eval_on_labelled_photos_writes_the_semantic_figures(tmp_path):
+    src = tmp_path / "src"
+    photos = _imagenette_photos(1)[:6]  # 6 photos, 6 classes, labelled by their folders
+    for p in photos:
+        (src / p.parent.name).mkdir(parents=True)
+        shutil.copyfile(p, src / p.parent.name / p.name)
+    out = tmp_path / "out"
+    summary = evaluate(EvalConfig(sources=[str(src)], out=str(out), models=["seg-starter"]))
+    assert summary["judge"]["variant"] == "lite2" and summary["judge"]["resolution"] == 260
+    assert summary["labelled_images"] == 6
+    assert summary["originals_judge_agreement"] == 100.0
+    assert summary["originals_judge_top1_accuracy"] >= 50.0  # Lite2 is ~80% accurate
+    grey, model = summary["rows"]
+    assert (grey["model"], model["model"]) == (GREY, "seg-starter")
+    for r in (grey, model):
+        assert 0.0 <= r["judge_agreement"] <= 100.0 and r["labelled_images"] == 6
+        assert 0.0 <= r["judge_top1_accuracy"] <= 100.0
+        assert 0.3 < r["auc_raw"] < 1 and 0 < r["auc_rebalanced"] < 1
+        assert r["auc_rebalanced"] != pytest.approx(r["auc_raw"], abs=1e-3)
+
+    rows = [r for r in pq.read_table(out / "per_image.parquet").to_pylist() if r["status"] == "ok"]
+    by_model = {m: [r for r in rows if r["model"] == m] for m in (GREY, "seg-starter", ORIGINALS)}
+    assert all(len(v) == 6 for v in by_model.values())
+    truth_top = {r["image"]: r["judge_top1"] for r in by_model[ORIGINALS]}
+    for r in rows:
+        assert r["label"] == wnid_index(r["image"].split("/")[0])
+        assert r["judge_agrees"] == (r["judge_top1"] == truth_top[r["image"]])
+        assert r["judge_correct"] == (r["judge_top1"] == r["label"])
+    for m, r in ((GREY, grey), ("seg-starter", model)):
+        mine = by_model[m]
+        assert r["judge_agreement"] == pytest.approx(
+            100 * np.mean([x["judge_agrees"] for x in mine])
+        )
+        # every image is 256x256: the pooled raw AuC is the mean of the per-image ones
+        assert r["auc_raw"] == pytest.approx(np.mean([x["auc_raw"] for x in mine]), abs=1e-9)
+    md = (out / "summary.md").read_text()
+    assert (
+        "Judge: EfficientNet-Lite2" in md and "6 labelled images" in md and "auc_rebalanced" in md
+    )
+    html = (out / "report.html").read_text()
+    assert "EfficientNet-Lite2" in html and "judge agreement %" in html
