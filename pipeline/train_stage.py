@@ -38,15 +38,19 @@ from colorization.inference import colorize_batch, rgb_to_model_input
 from colorization.losses import ColorizationLoss
 from colorization.metrics import colorfulness, psnr, ssim
 from colorization.models import create_model
+from colorization.models.efficientnet import NUM_IMAGENET_CLASSES
+from colorization.segmentation import NUM_SEG_CLASSES, SEG_IGNORE
 from colorization.tables import ColorTable
 from pipeline.config import save_config
-from pipeline.prepare_stage import IGNORE, Sample, ShardStream, read_dataset_info
+from pipeline.prepare_stage import Sample, ShardStream, read_dataset_info
 
 
 @dataclass
 class ModelConfig:
     name: str = "seg"
     base_width: int = 16
+    encoder: str = "lite0"  # "scratch" or an EfficientNet-Lite ("lite0", "lite2")
+    pretrained: bool = True  # the encoder starts from its ImageNet weights
     kwargs: dict[str, Any] = field(default_factory=dict)  # any other constructor argument
 
 
@@ -69,6 +73,7 @@ class TrainConfig:
     crop: int = 96  # training crop side (multiple of 16), at most the prepared size
     batch_size: int = 16  # per worker
     lr: float = 2e-3
+    encoder_lr_scale: float = 1.0  # the pretrained encoder's learning rate, relative to lr
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     steps: int = 1000
@@ -95,18 +100,43 @@ def _table_path(tables: str | None) -> Path | None:
     return p / "classes.parquet" if p.is_dir() else p
 
 
-def build_model(cfg: TrainConfig, table: ColorTable | None, n_labels: int) -> torch.nn.Module:
-    kwargs: dict[str, Any] = {"base_width": cfg.model.base_width, **cfg.model.kwargs}
+def build_model(cfg: TrainConfig, table: ColorTable | None, teacher: bool) -> torch.nn.Module:
+    """The configured model; it has a category head (the 1000 ImageNet classes) when the data
+    carries the teacher's targets and the category loss has a weight, a segmentation head of
+    the merged label space for ``seg``."""
+    kwargs: dict[str, Any] = {
+        "base_width": cfg.model.base_width,
+        "encoder": cfg.model.encoder,
+        "pretrained": cfg.model.pretrained,
+        **cfg.model.kwargs,
+    }
+    kwargs.setdefault(
+        "num_categories", NUM_IMAGENET_CLASSES if teacher and cfg.loss.category else 0
+    )
     if cfg.model.name != "colornet":
         if table is None:
             raise ValueError(f"model {cfg.model.name!r} predicts colour classes: set `tables`")
         kwargs.setdefault("num_classes", table.num_classes)
-        kwargs.setdefault("num_categories", n_labels)
+    if cfg.model.name == "seg":
+        kwargs.setdefault("num_seg_classes", NUM_SEG_CLASSES if cfg.loss.segmentation else 0)
     return create_model(cfg.model.name, **kwargs)
 
 
+def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """The pretrained encoder at ``encoder_lr_scale`` x lr, everything else at lr."""
+    encoder = [p for n, p in model.named_parameters() if n.startswith("encoder.net.")]
+    ids = {id(p) for p in encoder}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    groups = [{"params": rest, "lr": cfg.lr}]
+    if encoder and cfg.model.pretrained:
+        groups.append({"params": encoder, "lr": cfg.lr * cfg.encoder_lr_scale})
+    elif encoder:
+        groups[0]["params"] = rest + encoder
+    return groups
+
+
 # --- data -----------------------------------------------------------------------------------
-def _batches(stream: ShardStream, cfg: TrainConfig, n_labels: int) -> Iterator[dict]:
+def _batches(stream: ShardStream, cfg: TrainConfig) -> Iterator[dict]:
     """Endless random-crop + flip batches from the worker's share of the shards."""
     rng = np.random.default_rng((cfg.seed, stream.rank))
     buf: list[Sample] = []
@@ -117,15 +147,16 @@ def _batches(stream: ShardStream, cfg: TrainConfig, n_labels: int) -> Iterator[d
             buf.append(s)
             n += 1
             if len(buf) == cfg.batch_size:
-                yield collate(buf, cfg.crop, n_labels, rng)
+                yield collate(buf, cfg.crop, rng)
                 buf = []
         if n == 0:
             raise ValueError(f"worker {stream.rank} got no training rows: too few row groups")
         epoch += 1
 
 
-def collate(samples: list[Sample], crop: int, n_labels: int, rng: np.random.Generator) -> dict:
-    """Samples -> tensors: rgb (N,3,c,c) float, seg (N,c,c) long, labels (N,C), has_labels."""
+def collate(samples: list[Sample], crop: int, rng: np.random.Generator) -> dict:
+    """Samples -> tensors: rgb (N,3,c,c) float, seg (N,c,c) long (SEG_IGNORE where no mask),
+    teacher (N,1000) probabilities (zeros where none), has_teacher (N,) bool."""
     rgbs, segs = [], []
     for s in samples:
         size = s.rgb.shape[0]
@@ -137,15 +168,16 @@ def collate(samples: list[Sample], crop: int, n_labels: int, rng: np.random.Gene
             rgb = rgb[:, ::-1]
             seg = seg[:, ::-1] if seg is not None else None
         rgbs.append(np.ascontiguousarray(rgb))
-        segs.append(np.full((crop, crop), IGNORE, np.uint8) if seg is None else seg)
-    labels = torch.zeros(len(samples), max(n_labels, 1))
+        segs.append(np.full((crop, crop), SEG_IGNORE, np.uint8) if seg is None else seg)
+    teacher = torch.zeros(len(samples), NUM_IMAGENET_CLASSES)
     for i, s in enumerate(samples):
-        labels[i, s.labels] = 1.0
+        if s.teacher is not None:
+            teacher[i] = torch.from_numpy(s.teacher)
     return {
         "rgb": torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).float() / 255.0,
         "seg": torch.from_numpy(np.stack(segs).astype(np.int64)),
-        "labels": labels,
-        "has_labels": torch.tensor([bool(s.labels) for s in samples]),
+        "teacher": teacher,
+        "has_teacher": torch.tensor([s.teacher is not None for s in samples]),
     }
 
 
@@ -213,9 +245,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     (run_dir / "pids" / f"rank{rank}.pid").write_text(str(os.getpid()))
 
     table = ColorTable.load(_table_path(cfg.tables)) if cfg.tables else None
-    n_labels = len(read_dataset_info(cfg.data)["labels"])
-    model = build_model(cfg, table, n_labels)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    teacher = bool(read_dataset_info(cfg.data).get("teacher"))
+    model = build_model(cfg, table, teacher)
+    opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup_steps, cfg.steps))
     restored = _restore(model, opt, sched, cfg, table, run_dir)
     step = restored or 0
@@ -229,7 +261,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         category_weight=cfg.loss.category,
         segmentation_weight=cfg.loss.segmentation,
     ).to(device)
-    batches = _batches(ShardStream(cfg.data, rank, world, cfg.seed), cfg, n_labels)
+    batches = _batches(ShardStream(cfg.data, rank, world, cfg.seed), cfg)
     val = ShardStream(cfg.val_data) if (cfg.val_data and rank == 0) else None
     amp = cfg.use_gpu and cfg.amp and torch.cuda.is_available()
     sums: dict[str, float] = {}
@@ -246,9 +278,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             terms = loss_fn(
                 out,
                 color_target=target,
-                category_target=b["labels"].to(device),
+                category_target=b["teacher"].to(device),
                 segmentation_target=b["seg"].to(device),
-                has_labels=b["has_labels"].to(device),
+                has_teacher=b["has_teacher"].to(device),
             )
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()

@@ -122,8 +122,36 @@ def test_every_variant_trains_and_its_loss_falls(workdir, name):
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3  # steps 1-30 vs 71-100
     assert last < 0.95 * first, [round(x, 3) for x in losses]
     assert {"val_psnr", "val_ssim", "val_colorfulness", "images_per_s"} <= set(records[-1])
+    # the category teacher's targets (stored by prepare) reach the loss; seg learns the masks
+    assert "loss_category" in records[-1]
+    assert ("loss_segmentation" in records[-1]) == (name == "seg")
     saved = yaml.safe_load((workdir / "runs" / run / "config.yaml").read_text())
     assert saved["model"]["name"] == name  # the typed config is saved with the run
+
+
+def test_build_model_heads_follow_the_data_and_the_loss_weights() -> None:
+    """A category head over the 1000 ImageNet classes only where a teacher gave targets and
+    the category loss counts; the pretrained encoder gets its own learning rate."""
+    from pipeline.train_stage import LossConfig, ModelConfig, TrainConfig, build_model, param_groups
+
+    table = None  # colornet regresses UV: no colour table
+    cfg = TrainConfig(data="unused", model=ModelConfig(name="colornet", base_width=8))
+    assert build_model(cfg, table, teacher=True).category_head.out_features == 1000
+    assert build_model(cfg, table, teacher=False).category_head is None
+    cfg.loss = LossConfig(category=0.0)
+    assert build_model(cfg, table, teacher=True).category_head is None
+    cfg.encoder_lr_scale = 0.1
+    groups = param_groups(build_model(cfg, table, teacher=True), cfg)
+    assert [g["lr"] for g in groups] == [cfg.lr, pytest.approx(cfg.lr * 0.1)]
+    assert len(groups[1]["params"]) == len(
+        [
+            n
+            for n, _ in build_model(cfg, table, True).named_parameters()
+            if n.startswith("encoder.net.")
+        ]
+    )
+    cfg.model = ModelConfig(name="colornet", base_width=8, encoder="scratch")
+    assert len(param_groups(build_model(cfg, table, teacher=True), cfg)) == 1
 
 
 @pytest.mark.timeout(400)
