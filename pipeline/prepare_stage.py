@@ -57,6 +57,7 @@ from colorization.segmentation import (
     map_mask,
 )
 from pipeline.sources import (
+    IMAGE_EXTENSIONS,
     Item,
     StorageOptions,
     coco_names,
@@ -123,6 +124,10 @@ def _root(uri: str) -> str:
     return uri.rstrip("/") if is_s3(uri) else os.path.abspath(uri)
 
 
+def _is_image(key: str) -> bool:  # a masks folder may hold a classes.yaml, a README ...
+    return Path(key).suffix.lower() in IMAGE_EXTENSIONS
+
+
 def _stem(key: str) -> str:
     return key.rsplit(".", 1)[0] if "." in Path(key).name else key
 
@@ -132,10 +137,14 @@ def pair_masks(
 ) -> tuple[dict[str, tuple[MaskSource, str]], dict[str, dict[str, int]]]:
     """``{item uri: (source, mask uri)}`` for every item below a source's images folder with a
     mask file of the same relative stem, and per source the counts ``images`` (items below
-    it), ``paired``, ``no_mask_file`` and ``unmatched_masks`` (mask files without an image).
+    it), ``paired``, ``no_mask_file`` and ``unmatched_masks`` (mask files without an image;
+    only image files count as masks).
     An item below several sources takes the one with the deepest images folder."""
     order = sorted(sources, key=lambda m: -len(_root(m.images)))
-    masks = {m: {_stem(it.key): it.uri for it in list_items(m.masks, storage)} for m in order}
+    masks = {
+        m: {_stem(it.key): it.uri for it in list_items(m.masks, storage) if _is_image(it.key)}
+        for m in order
+    }
     pairs: dict[str, tuple[MaskSource, str]] = {}
     counts = {m.name: dict(images=0, paired=0, no_mask_file=0, unmatched_masks=0) for m in order}
     used: dict[MaskSource, set[str]] = {m: set() for m in order}
@@ -361,9 +370,9 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
         old.unlink(missing_ok=True)
     n_blocks = max(1, min(len(items) // 16, 200))
     ds = ray.data.from_items(_item_rows(listed, vocab, pairs), override_num_blocks=n_blocks)
-    # task retries: an argument actors do not take, so decoding is never fused into the
-    # teacher actors (it would run serially there)
-    ds = ds.map_batches(fn, batch_size=16, batch_format="numpy", num_cpus=1, max_retries=3)
+    # one CPU per task, half a CPU per actor: different resources, so Ray Data never fuses
+    # decoding into the teacher actors (it would run serially there)
+    ds = ds.map_batches(fn, batch_size=16, batch_format="numpy", num_cpus=1)
     if cfg.teacher is not None:
         n_actors = cfg.teacher_actors or max(1, int(ray.cluster_resources().get("CPU", 2)) // 2)
         ds = ds.map_batches(

@@ -60,6 +60,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         shutil.copyfile(COCO128 / f"{stem}.jpg", dirs["coco128"] / f"{stem}.jpg")
     for stem in COCO128_PAIRED:
         shutil.copyfile(COCO128_MASKS / f"{stem}.png", dirs["c128masks"] / f"{stem}.png")
+    shutil.copyfile(COCO128_MASKS / "classes.yaml", dirs["c128masks"] / "classes.yaml")
     bad, wrong = COCO128_BAD_MASK
     (dirs["c128masks"] / f"{bad}.png").write_bytes((COCO128_MASKS / f"{bad}.png").read_bytes()[:99])
     shutil.copyfile(
