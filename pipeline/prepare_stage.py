@@ -69,7 +69,6 @@ from pipeline.sources import (
 
 WNID = re.compile(r"^(n\d{8})_")
 WNID_FOLDER = re.compile(r"^n\d{8}$")
-IGNORE = SEG_IGNORE  # re-exported for pipeline/train_stage.py until it imports SEG_IGNORE
 #: rows per teacher forward pass
 TEACHER_BATCH = 32
 #: CPUs Ray reserves per teacher actor: fractional, so that on a small machine the actors

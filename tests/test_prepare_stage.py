@@ -460,27 +460,29 @@ def test_semantic_maps_draw_smaller_objects_last(coco):
 
 
 # --- collate (no Ray) -------------------------------------------------------------------------------
-def coordinate_sample(size: int, labels: list[int], with_seg: bool, key: str = "s") -> Sample:
-    """rgb[y, x] = (y, x, 7) and seg[y, x] = x: every crop and flip is readable from pixels."""
+def coordinate_sample(size: int, with_seg: bool, teacher: int | None, key: str = "s") -> Sample:
+    """rgb[y, x] = (y, x, 7) and seg[y, x] = x: every crop and flip is readable from pixels;
+    the teacher (if any) puts all its mass on class ``teacher``."""
     y, x = np.mgrid[:size, :size].astype(np.uint8)
     rgb = np.stack([y, x, np.full_like(y, 7)], axis=-1)
-    return Sample(rgb, x.copy() if with_seg else None, labels, key)
+    probs = None if teacher is None else np.eye(1000, dtype=np.float32)[teacher]
+    return Sample(rgb, x.copy() if with_seg else None, [], key, probs)
 
 
 @pytest.mark.timeout(30)
-def test_collate_crops_flips_and_labels():
+def test_collate_crops_flips_and_teacher():
     from pipeline.train_stage import collate
 
-    size, crop, n_labels = 40, 16, 6
+    size, crop = 40, 16
     samples = [
-        coordinate_sample(size, [0, 3], True, "a"),
-        coordinate_sample(size, [], False, "b"),
-        coordinate_sample(size, [5], True, "c"),
+        coordinate_sample(size, True, 3, "a"),
+        coordinate_sample(size, False, None, "b"),
+        coordinate_sample(size, True, 999, "c"),
     ]
     rng = np.random.default_rng(0)
     flips = set()
     for _ in range(20):
-        b = collate(samples, crop, n_labels, rng)
+        b = collate(samples, crop, rng)
         assert b["rgb"].shape == (3, 3, crop, crop) and b["rgb"].dtype.is_floating_point
         assert b["seg"].shape == (3, crop, crop) and str(b["seg"].dtype) == "torch.int64"
         assert b["rgb"].min() >= 0 and b["rgb"].max() <= 1
@@ -500,21 +502,18 @@ def test_collate_crops_flips_and_labels():
                 assert (seg == SEG_IGNORE).all()
             else:
                 assert np.array_equal(seg, cols)  # seg cropped and flipped with the image
-        assert b["labels"].tolist() == [
-            [1, 0, 0, 1, 0, 0],
-            [0, 0, 0, 0, 0, 0],
-            [0, 0, 0, 0, 0, 1],
-        ]
-        assert b["has_labels"].tolist() == [True, False, True]
+        assert b["teacher"].shape == (3, 1000)
+        assert b["teacher"].argmax(1).tolist()[::2] == [3, 999] and not b["teacher"][1].any()
+        assert b["has_teacher"].tolist() == [True, False, True]
     assert flips == {True, False}
 
 
 @pytest.mark.timeout(30)
-def test_collate_full_size_crop_and_no_labels():
+def test_collate_full_size_crop_without_teacher():
     from pipeline.train_stage import collate
 
-    s = coordinate_sample(16, [], False)
-    b = collate([s], 16, 0, np.random.default_rng(1))
-    assert b["labels"].shape == (1, 1) and not b["has_labels"].any()
+    s = coordinate_sample(16, False, None)
+    b = collate([s], 16, np.random.default_rng(1))
+    assert not b["has_teacher"].any()
     cols = (b["rgb"][0, 1] * 255).round().long()
     assert sorted(cols[0].tolist()) == list(range(16))
