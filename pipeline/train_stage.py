@@ -136,6 +136,11 @@ def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any
 
 
 # --- data -----------------------------------------------------------------------------------
+#: row groups shuffled together: prepared shards keep each source's photos together (a
+#: row group of CamVid frames, one of Imagenette tench), so batches mix ~1,000 rows
+SHUFFLE_GROUPS = 32
+
+
 def _batches(stream: ShardStream, cfg: TrainConfig) -> Iterator[dict]:
     """Endless random-crop + flip batches from the worker's share of the shards."""
     rng = np.random.default_rng((cfg.seed, stream.rank))
@@ -143,7 +148,7 @@ def _batches(stream: ShardStream, cfg: TrainConfig) -> Iterator[dict]:
     epoch = 0
     while True:
         n = 0
-        for s in stream.epoch(epoch):
+        for s in stream.epoch(epoch, buffer_groups=SHUFFLE_GROUPS):
             buf.append(s)
             n += 1
             if len(buf) == cfg.batch_size:

@@ -167,3 +167,14 @@ def test_pretrained_encoder_recognises_a_grey_photo() -> None:
     L = torch.from_numpy(color.rgb_to_lab(rgb)[..., :1]).permute(2, 0, 1)[None].float()
     with torch.no_grad():
         assert model(L)["category"].argmax(1).item() == 0
+
+
+def test_pretrained_encoder_keeps_its_batchnorm_statistics_while_training() -> None:
+    model = create_model("cls-afm", encoder="lite0", num_categories=0).train()
+    bn = model.encoder.net._blocks[2]._bn1
+    before = bn.running_mean.clone()
+    model(torch.rand(2, 1, 64, 64) * 100)
+    assert not bn.training and torch.equal(bn.running_mean, before)
+    assert model.encoder.full[0][1].training  # the new layers' BatchNorm does learn
+    scratch = create_model("cls-afm", encoder="lite0", pretrained=False, num_categories=0)
+    assert scratch.train().encoder.net._blocks[2]._bn1.training

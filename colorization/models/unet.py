@@ -75,11 +75,16 @@ class LiteEncoder(nn.Module):
 
     forward(L, x) with x the normalised L -> (skips [(N, widths[i], H / 2**i, W / 2**i)],
     bottleneck (N, bottleneck_width, H/16, W/16), context (N, 1280)).
+
+    A pretrained network keeps its ImageNet BatchNorm statistics while training (its
+    BatchNorm layers stay in eval mode; their scale and shift still learn): batch statistics
+    of a few grey crops per worker are too noisy to replace them.
     """
 
     def __init__(self, variant: str, width: int, pretrained: bool) -> None:
         super().__init__()
         self.net = EfficientNetLite(variant)
+        self.frozen_statistics = pretrained
         if pretrained:
             self.net.load_state_dict(pretrained_state(variant), strict=True)
         self.classifier = self.net._fc  # kept for the category head, then removed from the net
@@ -88,6 +93,14 @@ class LiteEncoder(nn.Module):
         self.full = DoubleConv(1, width)
         self.widths = [width, w[0], w[1], w[2]]
         self.bottleneck_width = w[4]
+
+    def train(self, mode: bool = True) -> LiteEncoder:
+        super().train(mode)
+        if mode and self.frozen_statistics:
+            for m in self.net.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        return self
 
     def forward(self, L: Tensor, x: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
         feats = self.net.run_stages(self.net.stem(grey_rgb(L)), 0, 5)  # strides 2 .. 16
