@@ -7,6 +7,9 @@ A checkpoint directory holds
 - ``training_state.pt`` (optional): optimizer/scheduler state, read with ``weights_only=True``;
 - ``meta.json``: step, epoch, the run's configuration and last metrics.
 
+A model to ship is the inference version of a checkpoint (:func:`save_inference_checkpoint`):
+no training state and no category head, which only training uses.
+
 Loading never executes code from the file and never loads non-strictly: a mismatch in model
 name, table fingerprint, parameter names or shapes raises :class:`CheckpointError` naming it.
 """
@@ -32,6 +35,8 @@ WEIGHTS = "model.safetensors"
 TABLE = "classes.parquet"
 STATE = "training_state.pt"
 META = "meta.json"
+#: the parameters of the category head, which only training uses (see save_inference_checkpoint)
+CATEGORY_HEAD = "category_head."
 
 
 class CheckpointError(ValueError):
@@ -47,15 +52,50 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint directory (files written whole, then renamed)."""
     _check_table_fits(model, table, str(directory))
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
     header = {
         "format": FORMAT,
         "model": model.variant,
         "model_config": json.dumps(model.config),
         "tables_fingerprint": table.fingerprint if table is not None else "",
     }
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return _write(directory, model.state_dict(), header, table, training_state, meta)
+
+
+def save_inference_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """Write the inference version of checkpoint ``src`` to ``dst``: weights, table and meta,
+    no training state, and no category head.
+
+    The category head is training-only (``prepare_for_inference`` never runs it and nothing
+    else reads it): its tensors are left out and the model config says ``num_categories=0``,
+    so :func:`load_model` rebuilds the model without one and loads strictly. Everything else,
+    ``pretrained`` included, is kept as trained. The colour output is unchanged.
+    """
+    if Path(dst).resolve() == Path(src).resolve():
+        raise ValueError(f"{dst}: the inference version would overwrite its own checkpoint")
+    model, table = load_model(src)  # the source checked whole
+    header = read_header(src)
+    config = json.loads(header["model_config"])
+    state = model.state_dict()
+    if config.get("num_categories", 0) > 0:
+        config["num_categories"] = 0
+        state = {k: v for k, v in state.items() if not k.startswith(CATEGORY_HEAD)}
+        slim = _rebuild(header["model"], config, str(src))
+        load_state_strict(slim, state, f"{src} without its category head")
+    header = {**header, "model_config": json.dumps(config)}
+    return _write(dst, state, header, table, None, read_meta(src))
+
+
+def _write(
+    directory: str | Path,
+    state: dict[str, torch.Tensor],
+    header: dict[str, str],
+    table: ColorTable | None,
+    training_state: dict[str, Any] | None,
+    meta: dict[str, Any] | None,
+) -> Path:
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     save_file(state, d / (WEIGHTS + ".tmp"), metadata=header)
     os.replace(d / (WEIGHTS + ".tmp"), d / WEIGHTS)
     if table is not None:
@@ -102,11 +142,9 @@ def load_model(
         raise CheckpointError(f"{d}: holds model {name!r}, expected {expect_model!r}")
     try:
         config = json.loads(header["model_config"])
-        if config.get("pretrained"):  # the weights come from the checkpoint, not a package
-            config["pretrained"] = False
-        model = create_model(name, **config)
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
+    except json.JSONDecodeError as e:
         raise CheckpointError(f"{d}: cannot rebuild model {name!r}: {e}") from e
+    model = _rebuild(name, config, str(d))
     table = None
     if header.get("tables_fingerprint"):
         try:
@@ -130,6 +168,19 @@ def load_model(
         raise CheckpointError(f"{d / WEIGHTS}: corrupt weights ({e})") from e
     load_state_strict(model, state, str(d))
     return model.eval(), table
+
+
+def _rebuild(name: str, config: dict[str, Any], where: str) -> nn.Module:
+    """``create_model(name, **config)`` for weights that come from a checkpoint: a pretrained
+    encoder's package weights are not loaded (they would be overwritten), and ``model.config``
+    stays the checkpoint's (``pretrained`` says how the trained encoder started)."""
+    try:
+        built = {**config, "pretrained": False} if "pretrained" in config else config
+        model = create_model(name, **built)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{where}: cannot rebuild model {name!r}: {e}") from e
+    model.config = dict(config)
+    return model
 
 
 def _check_table_fits(model: nn.Module, table: ColorTable | None, where: str) -> None:

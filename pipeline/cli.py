@@ -295,8 +295,9 @@ def export_cmd(
     saturation: SaturationOpt = None,
     notes: Annotated[Path | None, typer.Option(help="a markdown file added to the card")] = None,
 ) -> None:
-    """Copy a checkpoint's inference files with a generated MODEL_CARD.md (for shipping);
-    ``--temperature`` / ``--saturation`` become the model's own inference settings."""
+    """Write a checkpoint's inference version (no optimizer state, no training-only category
+    head) with a generated MODEL_CARD.md, for shipping; ``--temperature`` / ``--saturation``
+    become the model's own inference settings."""
     from pipeline.export import export_model
 
     inference = {"temperature": temperature, "saturation": saturation}

@@ -1,9 +1,11 @@
 """Exporting a trained checkpoint as a model to ship, with its model card.
 
-``export_model(src, dest)`` copies the inference files of a checkpoint (weights, colour table,
-meta; not the optimizer state) and writes ``MODEL_CARD.md`` beside them: the architecture, the
-data it was trained on, steps and wall time (from the run's ``progress.jsonl``), the command
-that trained it, and the evaluation table when an evaluation directory is given.
+``export_model(src, dest)`` writes the inference version of a checkpoint
+(:func:`colorization.checkpoint.save_inference_checkpoint`: weights, colour table, meta; not the
+optimizer state, not the training-only category head) and ``MODEL_CARD.md`` beside it: the
+architecture, the data it was trained on, steps and wall time (from the run's
+``progress.jsonl``), the command that trained it, and the evaluation table when an evaluation
+directory is given.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from colorization.checkpoint import copy_checkpoint, read_header, read_meta
+from colorization.checkpoint import read_header, read_meta, save_inference_checkpoint
 from colorization.shipped import resolve_model
 
 MAX_SHIPPED_BYTES = 25 * 1024 * 1024
@@ -60,18 +62,19 @@ def _data_lines(config: dict[str, Any]) -> list[str]:
 
 
 def model_card(
-    src: Path,
-    name: str,
+    model_dir: Path,
+    run_dir: Path,
     eval_dir: Path | None = None,
     command: str | None = None,
     inference: dict[str, float] | None = None,
     notes: str | None = None,
 ) -> str:
-    header, meta = read_header(src), read_meta(src)
+    """The card of the model in ``model_dir``, trained in ``run_dir`` (its progress log)."""
+    header, meta = read_header(model_dir), read_meta(model_dir)
+    name = model_dir.name
     inf = inference or {}
     config = meta.get("config", {})
     step = meta.get("step")
-    run_dir = Path(config.get("_run_dir", src.parent))
     wall = _wall_seconds(run_dir, step) if step is not None else None
     workers, batch = config.get("num_workers", 1), config.get("batch_size")
     lines = [
@@ -120,17 +123,18 @@ def export_model(
     inference: dict[str, float] | None = None,
     notes: str | None = None,
 ) -> Path:
-    """Copy a checkpoint's inference files to ``dest`` with a generated ``MODEL_CARD.md``."""
+    """Write a checkpoint's inference version to ``dest`` with a generated ``MODEL_CARD.md``."""
     src = resolve_model(src)
-    card = model_card(
-        src, Path(dest).name, Path(eval_dir) if eval_dir else None, command, inference, notes
-    )
-    dest = copy_checkpoint(src, dest)
+    dest = save_inference_checkpoint(src, dest)
     meta = read_meta(dest)
-    meta.get("config", {}).pop("_run_dir", None)  # no local paths of the training machine
+    # no local paths of the training machine
+    run_dir = Path(meta.get("config", {}).pop("_run_dir", src.parent))
     if inference:
         meta["inference"] = dict(inference)  # the model's own temperature / saturation
     (dest / "meta.json").write_text(json.dumps(meta, indent=2))
+    card = model_card(
+        dest, run_dir, Path(eval_dir) if eval_dir else None, command, inference, notes
+    )
     (dest / "MODEL_CARD.md").write_text(card)
     size = sum(p.stat().st_size for p in dest.iterdir())
     if size > MAX_SHIPPED_BYTES:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -67,8 +66,6 @@ from pipeline.sources import (
     read_bytes,
 )
 
-WNID = re.compile(r"^(n\d{8})_")
-WNID_FOLDER = re.compile(r"^n\d{8}$")
 #: rows per teacher forward pass
 TEACHER_BATCH = 32
 #: CPUs Ray reserves per teacher actor: fractional, so that on a small machine the actors
@@ -171,19 +168,20 @@ def pair_masks(
 
 def label_vocabulary(items: list[Item], coco_names: dict[int, str]) -> list[str]:
     """Image-level labels: the 80 COCO categories first (in their canonical order), then every
-    ImageNet wnid found among the files (:func:`wnid_of`), sorted."""
+    ImageNet-1k wnid found among the files (:func:`wnid_of`), sorted (= class-index order)."""
     vocab = [f"coco:{coco_names.get(cid, cid)}" for cid in COCO_CATEGORY_IDS]
     wnids = sorted({w for it in items if (w := wnid_of(it.key))})
     return vocab + wnids
 
 
 def wnid_of(key: str) -> str | None:
-    """The ImageNet class of a file: its ``<wnid>_`` name prefix, else a ``<wnid>/`` folder
-    it is in (Imagenette's ``n01440764/ILSVRC2012_val_00000293.JPEG``)."""
-    path = Path(key)
-    if m := WNID.match(path.name):
-        return m.group(1)
-    return path.parent.name if WNID_FOLDER.match(path.parent.name) else None
+    """The ImageNet-1k wnid a file is labelled with, by the evaluation's own rule
+    (:func:`colorization.imagenet.label_of`: a ``<wnid>_`` file name, else a ``<wnid>/``
+    folder above it, as Imagenette's ``n01440764/ILSVRC2012_val_00000293.JPEG``)."""
+    from colorization.imagenet import label_of, wnids  # imports torch: the decode tasks need not
+
+    index = label_of(key)
+    return None if index is None else wnids()[index]
 
 
 def _square(im: Image.Image, size: int, resample: int) -> Image.Image:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -55,10 +56,12 @@ def zhang() -> ColorTable:
     return load_zhang_313(require(SHARED_REFERENCE / "zhang2016_pts_in_hull.npy"))
 
 
-def make_model(name: str, table: ColorTable | None, width: int = WIDTH, seed: int = 0):
+def make_model(
+    name: str, table: ColorTable | None, width: int = WIDTH, seed: int = 0, **kwargs: Any
+):
     """A tiny model with non-trivial BatchNorm statistics, in eval mode."""
     torch.manual_seed(seed)
-    kwargs = {"base_width": width, "num_categories": N_CATEGORIES}
+    kwargs = {"base_width": width, "num_categories": N_CATEGORIES, **kwargs}
     if name != "colornet":
         kwargs["num_classes"] = table.num_classes
     model = create_model(name, **kwargs)
@@ -137,6 +140,41 @@ def test_training_state_round_trip_and_copy(tmp_path: Path, table: ColorTable):
     loaded, _ = load_model(copy, expect_model="cls-afm", expect_table=table)
     L = torch.rand(1, 1, SIZE, SIZE) * 100
     assert torch.equal(outputs(model, L)["logits"], outputs(loaded, L)["logits"])
+
+
+def test_export_leaves_out_the_category_head_and_keeps_the_colours(
+    tmp_path: Path, table: ColorTable
+):
+    """``colorize export-model`` of a Lite0 seg model with the 1000-class ImageNet head: the
+    shipped weights lack the head (smaller file, ``num_categories`` 0, strict load, no optimizer
+    state) and colorize a real photo exactly as the training checkpoint does."""
+    from colorization.inference import colorize_images
+    from colorization.shipped import load
+    from pipeline.export import export_model
+
+    model = make_model("seg", table, encoder="lite0", pretrained=False, num_categories=1000)
+    src = save_checkpoint(
+        tmp_path / "run" / "checkpoint_1", model, table, {"step": 1}, meta={"step": 1}
+    )
+    dest = export_model(src, tmp_path / "shipped")
+
+    assert sorted(p.name for p in dest.iterdir()) == sorted(["MODEL_CARD.md", WEIGHTS, TABLE, META])
+    config = json.loads(read_header(dest)["model_config"])
+    assert config == {**model.config, "num_categories": 0}
+    own, shipped = load_file(src / WEIGHTS), load_file(dest / WEIGHTS)
+    assert not [k for k in shipped if "category_head" in k]
+    assert shipped.keys() == {k for k in own if not k.startswith("category_head.")}
+    assert all(torch.equal(own[k], shipped[k]) for k in shipped)
+    assert (dest / WEIGHTS).stat().st_size < (src / WEIGHTS).stat().st_size
+
+    photo = sorted(require(SHARED_DATA / "coco-tiny" / "val2017").glob("*.jpg"))[0]
+    image = Image.open(photo)
+    colours = []
+    for spec in (src, dest):
+        loaded, tab, _ = load(spec)
+        colours.append(np.asarray(colorize_images(loaded, tab, [image])[0]))
+    assert loaded.category_head is None
+    assert np.array_equal(colours[0], colours[1])
 
 
 # --- mismatches ---------------------------------------------------------------------------------
