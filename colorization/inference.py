@@ -64,8 +64,14 @@ def model_chroma(
     saturation: float | None = None,
 ) -> torch.Tensor:
     """Chroma (ab or UV) at the model's output resolution ``(N, 2, H / stride, W / stride)``."""
-    temperature, saturation = settings(model, temperature, saturation)
-    out = model(L)
+    return decode_chroma(model, model(L), table, *settings(model, temperature, saturation))
+
+
+def decode_chroma(
+    model: nn.Module, out: dict, table: ColorTable | None, temperature: float, saturation: float
+) -> torch.Tensor:
+    """A model's output dict -> chroma at its output resolution: class logits decoded by the
+    annealed mean at ``temperature`` (UV taken as is), times ``saturation``."""
     if model.output_kind == "classes":
         if table is None:
             raise ValueError("a class model needs its colour table to decode")
@@ -117,16 +123,33 @@ def colorize_images(
     chroma upsampled to the image's full resolution, joined with its own L; alpha kept).
     ``temperature`` (annealed mean) and ``saturation`` (a factor on the predicted chroma)
     default to the model's own settings (:func:`settings`). Deterministic for the same inputs."""
+    setting = settings(model, temperature, saturation)
+    return colorize_images_at(model, table, images, [setting], size, batch_size)[0]
+
+
+@torch.inference_mode()
+def colorize_images_at(
+    model: nn.Module,
+    table: ColorTable | None,
+    images: Sequence[Image.Image],
+    at: Sequence[tuple[float, float]],
+    size: int = 256,
+    batch_size: int = 8,
+) -> list[list[Image.Image]]:
+    """:func:`colorize_images` at several (temperature, saturation) settings, one forward pass
+    per batch for all of them (what the evaluation's settings sweep needs); returns one list
+    of images per setting."""
     device = next(model.parameters()).device
-    out: list[Image.Image] = []
+    out: list[list[Image.Image]] = [[] for _ in at]
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         fulls, smalls = zip(*(lightness(im, size) for im in chunk), strict=True)
-        small = torch.cat(smalls).to(device)
-        chromas = model_chroma(model, small, table, temperature, saturation).cpu()
-        for im, L_full, chroma in zip(chunk, fulls, chromas, strict=True):
-            alpha = im.getchannel("A") if "A" in im.getbands() else None
-            out.append(finish(L_full, chroma, model.output_kind, alpha))
+        raw = model(torch.cat(smalls).to(device))
+        for images_at, (t, s) in zip(out, at, strict=True):
+            chromas = decode_chroma(model, raw, table, t, s).cpu()
+            for im, L_full, chroma in zip(chunk, fulls, chromas, strict=True):
+                alpha = im.getchannel("A") if "A" in im.getbands() else None
+                images_at.append(finish(L_full, chroma, model.output_kind, alpha))
     return out
 
 

@@ -191,8 +191,16 @@ def eval_cmd(
     judge: Annotated[
         str, typer.Option(help="ImageNet classifier of the semantic test: lite2, lite0 or none")
     ] = "lite2",
+    temperatures: Annotated[
+        str, typer.Option(help="sweep: comma-separated temperatures, a row each")
+    ] = "",
+    saturations: Annotated[
+        str, typer.Option(help="sweep: comma-separated saturations, a row each")
+    ] = "",
 ) -> None:
-    """Score models against the originals at 256x256 beside the grey baseline; HTML report."""
+    """Score models against the originals at 256x256 beside the grey baseline; HTML report.
+    With --temperatures / --saturations, every model at each combination (choose a model's
+    settings this way on a validation set, never on the test set)."""
     from pipeline.eval_stage import EvalConfig, run_eval
 
     cfg = EvalConfig(
@@ -206,6 +214,8 @@ def eval_cmd(
         images_dir=images_dir,
         storage=StorageOptions(endpoint_url=endpoint_url),
         judge=judge,
+        temperatures=[float(t) for t in temperatures.split(",") if t.strip()],
+        saturations=[float(s) for s in saturations.split(",") if s.strip()],
     )
     typer.echo(run_eval(cfg))
 

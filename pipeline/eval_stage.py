@@ -46,7 +46,7 @@ from colorization.evaluation import (
 )
 from colorization.imageio import DecodeError, decode_image
 from colorization.imagenet import DEFAULT_JUDGE, Judge, label_of
-from colorization.inference import colorize_images, settings
+from colorization.inference import colorize_images_at, settings
 from colorization.metrics import AUC_MAX_ERROR, auc_of_counts, colorfulness
 from colorization.shipped import DEFAULT_MODEL, load, resolve_model
 from pipeline.config import save_config
@@ -94,6 +94,16 @@ class EvalConfig:
     images_dir: str | None = None
     storage: StorageOptions = field(default_factory=StorageOptions)
     judge: str = DEFAULT_JUDGE  # ImageNet classifier of the semantic test; "none": no judge
+    #: a settings sweep: every model at each of these temperatures x saturations (one row
+    #: each, one forward pass per image for all); empty: the single setting above
+    temperatures: list[float] = field(default_factory=list)
+    saturations: list[float] = field(default_factory=list)
+
+
+def sweep_settings(cfg: EvalConfig, model) -> list[tuple[float, float]]:
+    """The (temperature, saturation) pairs a model is evaluated at."""
+    t, s = settings(model, cfg.temperature, cfg.saturation)
+    return [(tt, ss) for tt in (cfg.temperatures or [t]) for ss in (cfg.saturations or [s])]
 
 
 def _model_label(spec: str, path: Path, taken: set[str]) -> str:
@@ -149,16 +159,18 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     greys = [Image.fromarray(g) for g in outputs[GREY]]  # the models' input, made once
     for spec in cfg.models:
         model, table, path = load(spec.split("=", 1)[-1])
-        label = _model_label(spec, path, taken)
-        taken.add(label)
-        sources[label] = str(path)
+        name = _model_label(spec, path, taken)
+        at = sweep_settings(cfg, model)
         t0 = time.perf_counter()
-        t, s = settings(model, cfg.temperature, cfg.saturation)
+        colored = colorize_images_at(model, table, greys, at, EVAL_SIZE, cfg.batch_size)
         classes = model.output_kind == "classes"  # the temperature is for class models only
-        used[label] = {"temperature": t if classes else None, "saturation": s}
-        colored = colorize_images(model, table, greys, EVAL_SIZE, t, cfg.batch_size, s)
-        seconds[label] = time.perf_counter() - t0
-        outputs[label] = [np.asarray(c) for c in colored]
+        for (t, s), images in zip(at, colored, strict=True):
+            label = name if len(at) == 1 else f"{name} T={t:g} s={s:g}"
+            taken.add(label)
+            sources[label] = str(path)
+            used[label] = {"temperature": t if classes else None, "saturation": s}
+            seconds[label] = (time.perf_counter() - t0) / len(at)
+            outputs[label] = [np.asarray(c) for c in images]
     t0 = time.perf_counter()
     verdicts = _judge(judge, originals, outputs, labels)
     judged = None if judge is None else {**judge.info(), "seconds": time.perf_counter() - t0}

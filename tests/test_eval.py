@@ -136,6 +136,23 @@ def test_eval_cli_writes_every_row_and_a_self_contained_report(tmp_path, checkpo
     assert "papers" in html
 
 
+def test_settings_sweep_scores_each_setting_as_colorizing_at_it_would(tmp_path, checkpoints):
+    """--temperatures x --saturations: a row per setting from one forward pass, each the same
+    images as a plain evaluation at that setting; a lower saturation is less colourful."""
+    photos = [str(p) for p in sorted(require(COCO_VAL).glob("*.jpg"))[:3]]
+    model = f"m={checkpoints['seg']}"
+    cfg = EvalConfig(photos, str(tmp_path / "sweep"), [model], judge="none")
+    cfg.temperatures, cfg.saturations = [0.3, 1.0], [0.5, 1.0]
+    rows = {r["model"]: r for r in evaluate(cfg)["rows"]}
+    assert set(rows) == {GREY} | {f"m T={t:g} s={s:g}" for t in (0.3, 1.0) for s in (0.5, 1.0)}
+    one = EvalConfig(photos, str(tmp_path / "one"), [model], 1.0, 0.5, judge="none")
+    alone = evaluate(one)["rows"][1]
+    swept = rows["m T=1 s=0.5"]
+    assert (alone["temperature"], alone["saturation"]) == (swept["temperature"], 0.5)
+    assert alone["psnr"] == pytest.approx(swept["psnr"], abs=1e-9)
+    assert rows["m T=0.3 s=0.5"]["colorfulness"] < rows["m T=0.3 s=1"]["colorfulness"]
+
+
 def test_unknown_model_is_an_error_naming_the_choices(tmp_path):
     res = CliRunner().invoke(
         app, ["eval", str(require(COCO_VAL)), "--out", str(tmp_path), "--models", "nope"]
