@@ -5,7 +5,9 @@ workers. Prints JSON lines, then a table.
 
 Part 1 (in-process, ``--threads`` torch threads): the full training step of the training stage
 (RGB -> Lab, target encoding by table lookup, forward, loss, backward, AdamW step) on random
-crops of real COCO photos, for every registered variant at 128 and 256 px.
+crops of real COCO photos, for every registered variant at 128 and 256 px, with the scratch
+and the pretrained Lite0 encoder (``--encoders``); the category term learns a teacher's
+1000-way probabilities (a fixed distribution here: the cost is the same).
 Part 2 (``--ray``): ``colorize train`` itself on prepared coco-tiny shards with 1 and then 2
 Ray Train workers (1 CPU each), images/s as the workers report it.
 """
@@ -42,7 +44,9 @@ def photos(size: int, n: int = 32) -> list[Sample]:
     out = []
     for f in files:
         im = Image.open(f).convert("RGB").resize((size + 16, size + 16), Image.BICUBIC)
-        out.append(Sample(np.asarray(im), None, [0], f.name))
+        teacher = np.full(1000, 1e-4, np.float32)
+        teacher[0] = 1.0 - teacher[1:].sum()
+        out.append(Sample(np.asarray(im), None, [0], f.name, teacher))
     return out
 
 
@@ -54,19 +58,22 @@ def table_from(samples: list[Sample]) -> ColorTable:
     return ColorTable.from_histogram(np.bincount(g.rgb_cell_lut()[codes], minlength=g.n_cells))
 
 
-def step_throughput(name: str, size: int, batch: int, seconds: float, table, samples) -> dict:
-    cfg = TrainConfig(data="", model=ModelConfig(name=name), crop=size, batch_size=batch)
-    model = build_model(cfg, table, 80).train()
+def step_throughput(
+    name: str, encoder: str, size: int, batch: int, seconds: float, table, samples
+) -> dict:
+    model_cfg = ModelConfig(name=name, encoder=encoder)
+    cfg = TrainConfig(data="", model=model_cfg, crop=size, batch_size=batch)
+    model = build_model(cfg, table, teacher=True).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss_fn = ColorizationLoss(class_weights=torch.tensor(table.weights, dtype=torch.float32))
     rng = np.random.default_rng(0)
 
     def step() -> None:
         idx = rng.integers(0, len(samples), batch)
-        b = collate([samples[i] for i in idx], size, 80, rng)
+        b = collate([samples[i] for i in idx], size, rng)
         L, ab = rgb_to_model_input(b["rgb"])
         target = color_target(model, table, b["rgb"], ab)
-        terms = loss_fn(model(L), color_target=target, category_target=b["labels"])
+        terms = loss_fn(model(L), color_target=target, category_target=b["teacher"])
         opt.zero_grad()
         terms["total"].backward()
         opt.step()
@@ -78,8 +85,8 @@ def step_throughput(name: str, size: int, batch: int, seconds: float, table, sam
         n += batch
     dt = time.perf_counter() - t0
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    return {"model": name, "size": size, "batch": batch, "params_m": round(params, 2),
-            "images_per_s": round(n / dt, 2)}  # fmt: skip
+    return {"model": name, "encoder": encoder, "size": size, "batch": batch,
+            "params_m": round(params, 2), "images_per_s": round(n / dt, 2)}  # fmt: skip
 
 
 def ray_throughput(workers: int, steps: int, work: Path) -> dict:
@@ -113,6 +120,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sizes", type=int, nargs="*", default=[128, 256])
+    ap.add_argument("--encoders", nargs="*", default=["scratch", "lite0"])
     ap.add_argument("--ray", action="store_true", help="also time colorize train, 1 vs 2 workers")
     ap.add_argument("--ray-steps", type=int, default=60)
     a = ap.parse_args()
@@ -122,10 +130,12 @@ def main() -> None:
         samples = photos(size)
         table = table_from(samples)
         for name in list_models():
-            r = step_throughput(name, size, 8 if size <= 128 else 4, a.seconds, table, samples)
-            r["threads"] = a.threads
-            print(json.dumps(r), flush=True)
-            rows.append(r)
+            for encoder in a.encoders:
+                batch = 8 if size <= 128 else 4
+                r = step_throughput(name, encoder, size, batch, a.seconds, table, samples)
+                r["threads"] = a.threads
+                print(json.dumps(r), flush=True)
+                rows.append(r)
     if a.ray:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
@@ -139,14 +149,14 @@ def main() -> None:
                 r = ray_throughput(workers, a.ray_steps, work)
                 print(json.dumps(r), flush=True)
                 rows.append(r)
-    print("\n| model | size | batch | params (M) | images/s |")
-    print("|---|---|---|---|---|")
+    print("\n| model | encoder | size | batch | params (M) | images/s |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         if "ray_workers" in r:
-            print(f"| seg, Ray Train {r['ray_workers']} worker(s) | 128 | 8/worker | | "
+            print(f"| seg, Ray Train {r['ray_workers']} worker(s) | lite0 | 128 | 8/worker | | "
                   f"{r['images_per_s']} |")  # fmt: skip
         else:
-            print(f"| {r['model']} | {r['size']} | {r['batch']} | {r['params_m']} | "
+            print(f"| {r['model']} | {r['encoder']} | {r['size']} | {r['batch']} | {r['params_m']} | "
                   f"{r['images_per_s']} |")  # fmt: skip
 
 
