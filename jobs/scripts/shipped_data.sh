@@ -1,31 +1,14 @@
 #!/usr/bin/env bash
-# The shipped model's data: every training photo of ../shared/data, with a validation split
-# carved out of the same sources (coco-tiny val2017 is the untouched test set):
-#   validation: bsds500/val (100), the 28 coco128-train photos without masks, and the
-#               imagenette photos whose file name ends in 17 or 77 (194, about 19 a class)
-#   training:   everything else: coco-tiny train2017 (instance masks), coco128-train's 100
-#               photos with panoptic masks, bsds500 train + test, imagenet-samples, the rest
-#               of imagenette, camvid train + val + test (segmentation labels)
+# The shipped model's data: the training and validation splits of splits.sh prepared at
+# SIZE px (default 160) with their masks and teacher targets, and the colour table of the
+# training split (coco-tiny val2017 is the untouched test set).
 # Usage: bash jobs/scripts/shipped_data.sh [OUT] (default data/split); STEP=tables|train|val
 # runs one step. Needs the project installed (colorize on PATH, e.g. .venv/bin).
 set -euo pipefail
-S=${SHARED_DATA:-../shared/data}
+# shellcheck source=jobs/scripts/splits.sh
+source "$(dirname "$0")/splits.sh"
 OUT=${1:-data/split}
 SIZE=${SIZE:-160}
-TRAIN=(
-  "$S/coco-tiny/annotations/instances_train2017.json"
-  "$S/coco128-train/0000000000??.jpg" "$S/coco128-train/000000000[1-4]??.jpg"
-  "$S/coco128-train/0000000005[0-3]?.jpg"
-  "$S/bsds500/train" "$S/bsds500/test" "$S/imagenet-samples"
-  "$S/imagenette/*/*[1-689].JPEG" "$S/imagenette/*/*[02-689]7.JPEG"
-  "$S/camvid/train" "$S/camvid/val" "$S/camvid/test"
-)
-VAL=(
-  "$S/bsds500/val"
-  "$S/coco128-train/00000000054?.jpg" "$S/coco128-train/0000000005[5-9]?.jpg"
-  "$S/coco128-train/0000000006??.jpg"
-  "$S/imagenette/*/*[17]7.JPEG"
-)
 MASKS=(
   --masks "coco-panoptic:$S/coco128-train=$S/coco128-train-masks"
   --masks "camvid:$S/camvid/train=$S/camvid/trainannot"
