@@ -67,7 +67,7 @@ def test_models_resolve_by_checkpoint_and_run_directory(tmp_path):
 
 
 def test_demo_colorizes_the_sample_photos_with_the_shipped_model(ray_local, tmp_path):
-    from pipeline.demo import run_demo
+    from pipeline.demo import SHEET_ROW_HEIGHT, run_demo
 
     text = run_demo(tmp_path)
     assert DEFAULT_MODEL in text
@@ -79,6 +79,8 @@ def test_demo_colorizes_the_sample_photos_with_the_shipped_model(ray_local, tmp_
         strip = Image.open(tmp_path / "before_after" / f"{p.stem}.jpg")
         assert after.size == original.size and after.mode == "RGB"
         assert strip.size == (3 * original.width, original.height)
+    sheet = Image.open(tmp_path / "sheet.jpg")  # every strip, one row each
+    assert sheet.height == len(samples) * SHEET_ROW_HEIGHT
     # the colorized photos have colour (the grey inputs had none)
     after = np.asarray(Image.open(tmp_path / "after" / "chelsea.png"), dtype=int)
     assert np.abs(after[..., 0] - after[..., 2]).mean() > 3

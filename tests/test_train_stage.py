@@ -44,12 +44,14 @@ def workdir(tmp_path_factory) -> Path:
     return d
 
 
-def _config(workdir: Path, name: str, **over) -> Path:
+def _config(workdir: Path, name: str, encoder: str = "scratch", **over) -> Path:
+    """A tiny run; the resume tests use the faster scratch encoder (they test checkpoints, not
+    the model), the variant test the pretrained Lite0 of the shipped recipe."""
     cfg = {
         "data": str(workdir / "train"),
         "val_data": str(workdir / "val"),
         "tables": str(workdir / "tables"),
-        "model": {"name": name, "base_width": 8},
+        "model": {"name": name, "base_width": 8, "encoder": encoder},
         "crop": 32,
         "batch_size": 8,
         "lr": 0.003,
@@ -109,9 +111,16 @@ def _wait_for(workdir: Path, run: str, pred, proc: subprocess.Popen, timeout: fl
 )
 def test_every_variant_trains_and_its_loss_falls(workdir, name):
     cfg = _config(
-        workdir, name, steps=100, log_every=10, checkpoint_every=50, lr=0.002, batch_size=12
+        workdir,
+        name,
+        "lite0",
+        steps=100,
+        log_every=10,
+        checkpoint_every=50,
+        lr=0.002,
+        batch_size=12,
     )
-    _run(["train", "--config", str(cfg)])
+    _run(["train", "--config", str(cfg)], timeout=360)
     run = f"{name}-run"
     result = json.loads((workdir / "runs" / run / "result.json").read_text())
     assert result["metrics"]["step"] == 100
