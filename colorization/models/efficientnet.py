@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from colorization.models.layers import PointwiseConv
+
 BN_EPS = 1e-3
 HEAD_WIDTH = 1280
 STEM_WIDTH = 32
@@ -64,13 +66,13 @@ class MBConv(nn.Module):
         super().__init__()
         mid = in_ch * expand
         if expand != 1:
-            self._expand_conv = nn.Conv2d(in_ch, mid, 1, bias=False)
+            self._expand_conv = PointwiseConv(in_ch, mid, bias=False)
             self._bn0 = _bn(mid)
         self._depthwise_conv = nn.Conv2d(
             mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False
         )
         self._bn1 = _bn(mid)
-        self._project_conv = nn.Conv2d(mid, out_ch, 1, bias=False)
+        self._project_conv = PointwiseConv(mid, out_ch, bias=False)
         self._bn2 = _bn(out_ch)
         self.expand = expand != 1
         self.residual = stride == 1 and in_ch == out_ch
@@ -109,7 +111,7 @@ class EfficientNetLite(nn.Module):
             stage_ends.append(len(blocks))
         self._blocks = nn.ModuleList(blocks)
         self.stage_ends = stage_ends
-        self._conv_head = nn.Conv2d(in_ch, HEAD_WIDTH, 1, bias=False)
+        self._conv_head = PointwiseConv(in_ch, HEAD_WIDTH, bias=False)
         self._bn1 = _bn(HEAD_WIDTH)
         self._fc = nn.Linear(HEAD_WIDTH, num_classes)
         self.act = nn.ReLU6(inplace=True)

@@ -21,17 +21,19 @@ def resize_to(x: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 class PointwiseConv(nn.Conv2d):
-    """1x1 convolution (same parameters as nn.Conv2d(in_ch, out_ch, 1)) computed as one
-    matrix product over pixels. On CPU, oneDNN's 1x1 conv with an odd output width
-    (313 colour classes) is several times slower than the matmul."""
+    """1x1 convolution (same parameters as nn.Conv2d(in_ch, out_ch, 1, bias=bias)) computed
+    as one matrix product over pixels. On CPU, oneDNN's 1x1 conv with an odd output width
+    (313 colour classes) is several times slower than the matmul, and PyTorch runs the 1x1
+    convolutions of EfficientNet's blocks on its slow im2col path."""
 
-    def __init__(self, in_ch: int, out_ch: int) -> None:
-        super().__init__(in_ch, out_ch, 1)
+    def __init__(self, in_ch: int, out_ch: int, bias: bool = True) -> None:
+        super().__init__(in_ch, out_ch, 1, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
         n, c, h, w = x.shape
         pixels = x.permute(0, 2, 3, 1).reshape(-1, c)
-        y = torch.addmm(self.bias, pixels, self.weight.view(self.out_channels, c).t())
+        weight = self.weight.view(self.out_channels, c).t()
+        y = pixels @ weight if self.bias is None else torch.addmm(self.bias, pixels, weight)
         return y.view(n, h, w, -1).permute(0, 3, 1, 2)
 
 
