@@ -142,10 +142,12 @@ class SegmentationBranch(nn.Module):
         self.head = PointwiseConv(widths[0], num_seg_classes)
 
     def forward(
-        self, bottleneck: Tensor, skips: list[Tensor], head: bool = True
+        self, bottleneck: Tensor, skips: list[Tensor], head: bool = True, down_to: int = 0
     ) -> tuple[list[Tensor], Tensor | None]:
+        """Without the head, only the levels down to ``down_to`` (the colour decoder's last)
+        are computed: the finer ones would feed nothing."""
         x, features = bottleneck, [None] * NUM_LEVELS
-        for level in reversed(range(NUM_LEVELS)):
+        for level in reversed(range(0 if head else down_to, NUM_LEVELS)):
             x = self.stages[level](torch.cat([upsample2(x), skips[level]], dim=1))
             features[level] = x
         return features, self.head(x) if head else None
@@ -267,7 +269,7 @@ class UNetColorizer(nn.Module):
 
         seg_features: list[Tensor | None] = [None] * NUM_LEVELS
         if self.segmentation is not None:
-            seg_features, seg = self.segmentation(x, skips, head=auxiliary)
+            seg_features, seg = self.segmentation(x, skips, auxiliary, self.levels[-1])
             if seg is not None:
                 out["segmentation"] = seg
 
