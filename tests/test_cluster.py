@@ -26,6 +26,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from colorization.shipped import DEFAULT_MODEL
 from tests.archive_fixtures import write_bad_inputs, write_grey_copies
 from tests.conftest import FAKE_AWS_ENV, require
 from tests.shared_paths import REPO, SHARED_DATA
@@ -281,12 +282,12 @@ def test_train_eval_and_run_as_ray_jobs(cluster, work, tmp_path):
         "eval_coco_val.yaml",
         f"sources=[{COCO / 'val2017'}]",
         f"out={tmp_path / 'eval'}",
-        f"models=[seg-starter,trained={work / 'runs' / 'seg-cluster'}]",
+        f"models=[{DEFAULT_MODEL},trained={work / 'runs' / 'seg-cluster'}]",
         "limit=6",
         "thumbnails=2",
     )
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
-    assert {"seg-starter", "trained", "grey"} <= set(json.dumps(summary).replace('"', " ").split())
+    assert {DEFAULT_MODEL, "trained", "grey"} <= set(json.dumps(summary).replace('"', " ").split())
 
     src = tmp_path / "archive"
     expected = write_grey_copies(COCO / "val2017", src, n=12) + write_bad_inputs(src)

@@ -29,6 +29,7 @@ from colorization.evaluation import (
 from colorization.imagenet import Judge, label_of, wnid_index
 from colorization.metrics import ab_auc, ab_error, auc_of_counts, error_counts
 from colorization.models import create_model
+from colorization.shipped import DEFAULT_MODEL
 from colorization.tables import load_zhang_313
 from pipeline.cli import app
 from pipeline.eval_stage import GREY, ORIGINALS, EvalConfig, evaluate
@@ -258,13 +259,13 @@ def test_eval_on_labelled_photos_writes_the_semantic_figures(tmp_path):
         (src / p.parent.name).mkdir(parents=True)
         shutil.copyfile(p, src / p.parent.name / p.name)
     out = tmp_path / "out"
-    summary = evaluate(EvalConfig(sources=[str(src)], out=str(out), models=["seg-starter"]))
+    summary = evaluate(EvalConfig(sources=[str(src)], out=str(out), models=[DEFAULT_MODEL]))
     assert summary["judge"]["variant"] == "lite2" and summary["judge"]["resolution"] == 260
     assert summary["labelled_images"] == 6
     assert summary["originals_judge_agreement"] == 100.0
     assert summary["originals_judge_top1_accuracy"] >= 50.0  # Lite2 is ~80% accurate
     grey, model = summary["rows"]
-    assert (grey["model"], model["model"]) == (GREY, "seg-starter")
+    assert (grey["model"], model["model"]) == (GREY, DEFAULT_MODEL)
     for r in (grey, model):
         assert 0.0 <= r["judge_agreement"] <= 100.0 and r["labelled_images"] == 6
         assert 0.0 <= r["judge_top1_accuracy"] <= 100.0
@@ -272,14 +273,14 @@ def test_eval_on_labelled_photos_writes_the_semantic_figures(tmp_path):
         assert r["auc_rebalanced"] != pytest.approx(r["auc_raw"], abs=1e-3)
 
     rows = [r for r in pq.read_table(out / "per_image.parquet").to_pylist() if r["status"] == "ok"]
-    by_model = {m: [r for r in rows if r["model"] == m] for m in (GREY, "seg-starter", ORIGINALS)}
+    by_model = {m: [r for r in rows if r["model"] == m] for m in (GREY, DEFAULT_MODEL, ORIGINALS)}
     assert all(len(v) == 6 for v in by_model.values())
     truth_top = {r["image"]: r["judge_top1"] for r in by_model[ORIGINALS]}
     for r in rows:
         assert r["label"] == wnid_index(r["image"].split("/")[0])
         assert r["judge_agrees"] == (r["judge_top1"] == truth_top[r["image"]])
         assert r["judge_correct"] == (r["judge_top1"] == r["label"])
-    for m, r in ((GREY, grey), ("seg-starter", model)):
+    for m, r in ((GREY, grey), (DEFAULT_MODEL, model)):
         mine = by_model[m]
         assert r["judge_agreement"] == pytest.approx(
             100 * np.mean([x["judge_agrees"] for x in mine])

@@ -637,7 +637,7 @@ def test_flop_counts_are_the_models():
     from torch.utils.flop_counter import FlopCounterMode
 
     from colorization.models import create_model
-    from colorization.shipped import load
+    from colorization.shipped import DEFAULT_MODEL, load
 
     s = _sizing()
 
@@ -655,7 +655,7 @@ def test_flop_counts_are_the_models():
             model = create_model("seg", base_width=width, num_classes=classes, num_categories=80)
             x = torch.empty(1, 1, side, side)
         assert gflop(model, x) == pytest.approx(expected, rel=0.01), (width, classes, side)
-    starter, _, _ = load("seg-starter")
+    starter, _, _ = load(DEFAULT_MODEL)
     assert gflop(starter, torch.zeros(1, 1, 256, 256)) == pytest.approx(
         s.SEG_STARTER_256_GFLOP, rel=0.01
     )
