@@ -646,13 +646,14 @@ def test_flop_counts_are_the_models():
             model(x)
         return counter.get_total_flops() / 1e9
 
-    for width, classes, side, expected in (
-        (16, 247, 128, s.SEG_SMALL_128_GFLOP),
-        (16, 247, 256, s.SEG_SMALL_256_GFLOP),
-        (64, 313, 256, s.SEG_FULL_256_GFLOP),
+    for width, classes, side, encoder, expected in (
+        (16, 247, 128, "scratch", s.SEG_SMALL_128_GFLOP),
+        (16, 247, 256, "scratch", s.SEG_SMALL_256_GFLOP),
+        (64, 313, 256, "lite0", s.SEG_FULL_256_GFLOP),  # train_seg_*.yaml's model
     ):
         with torch.device("meta"):  # shapes only: no memory, no compute
-            model = create_model("seg", base_width=width, num_classes=classes, num_categories=80)
+            kwargs = dict(num_classes=classes, num_categories=80, encoder=encoder)
+            model = create_model("seg", base_width=width, pretrained=False, **kwargs)
             x = torch.empty(1, 1, side, side)
         assert gflop(model, x) == pytest.approx(expected, rel=0.01), (width, classes, side)
     starter, _, _ = load(DEFAULT_MODEL)
