@@ -1,6 +1,6 @@
 """Inference speed at 256x256 against the ECCV 2016 network of Zhang et al., in one run.
 
-    python benchmarks/bench_inference.py [--model seg-starter] [--threads 2] [--seconds 15]
+    python benchmarks/bench_inference.py [--model seg-lite0] [--threads 2] [--seconds 15]
 
 Three figures, images/s, same threads, same batch, same input size:
 1. the anchor: ``../shared/bench/eccv16_anchor.py`` (32.2 M parameters, random weights; its
@@ -43,7 +43,7 @@ def timed(fn, batch: int, seconds: float) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="seg-starter")
+    ap.add_argument("--model", default="seg-lite0")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--batch", type=int, default=8)

@@ -1,7 +1,7 @@
 """The archive job end to end against the bare model loop, and its memory for 100 vs 1,000
 inputs, in one run.
 
-    python benchmarks/bench_run.py [--n 1000] [--repeat 3] [--model seg-starter] \
+    python benchmarks/bench_run.py [--n 1000] [--repeat 3] [--model seg-lite0] \
         [--memory 100,1000]
 
 Inputs: grey JPEG copies of coco-tiny val2017 (cycled under distinct keys up to ``--n``) in a
@@ -163,7 +163,7 @@ def run_job(args: list[str], env: dict, sample_memory: bool) -> tuple[dict, int,
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1000)
-    ap.add_argument("--model", default="seg-starter")
+    ap.add_argument("--model", default="seg-lite0")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--memory", default="100,1000")
     ap.add_argument("--repeat", type=int, default=3, help="job and bare loop pairs")

@@ -1,6 +1,6 @@
 """Models that ship inside the package, and how a model argument is resolved.
 
-Every command that takes ``--model`` accepts a shipped model's name (``seg-starter``, the
+Every command that takes ``--model`` accepts a shipped model's name (``seg-lite0``, the
 default), a checkpoint directory (``model.safetensors`` + ``classes.parquet`` + ``meta.json``)
 or a training run directory (its newest checkpoint). Each shipped model has a ``MODEL_CARD.md``
 beside its weights: data, steps, wall time, the command that trained it and its evaluation.
@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # torch is imported only when a model is loaded: the CLI star
 
     from colorization.tables import ColorTable
 
-DEFAULT_MODEL = "seg-starter"
+DEFAULT_MODEL = "seg-lite0"
 WEIGHTS = "model.safetensors"  # as colorization.checkpoint.WEIGHTS
 
 

@@ -30,7 +30,8 @@ TRAIN_SMALL_IMAGES_PER_S = 8.8
 # Same section and command: one process, 2 torch threads, seg (base_width 16), 256 px, batch 4.
 TRAIN_SMALL_256_IMAGES_PER_S = 2.3
 # Section 5, archive job: `colorize run` s3:// -> s3:// (moto's S3 server on loopback) with the
-# shipped seg-starter, JPEG out, 1,000 inputs; and the bare model loop on the same images,
+# shipped seg-starter (the model before seg-lite0), JPEG out, 1,000 inputs; and the bare
+# model loop on the same images,
 #   RAY_USAGE_STATS_ENABLED=0 .venv/bin/python benchmarks/bench_run.py --n 1000 --repeat 1 --memory 100,1000 (commit 1d6bfcc)
 RUN_IMAGES_PER_S = 5.32
 RUN_MODEL_ONLY_IMAGES_PER_S = 7.74
@@ -40,9 +41,10 @@ RUN_MODEL_ONLY_IMAGES_PER_S = 7.74
 # one forward pass (tests/test_infra.py counts them again):
 SEG_SMALL_128_GFLOP = 2.851  # seg, base_width 16, 247 classes, 128 px: the section 3 run
 SEG_SMALL_256_GFLOP = 11.41  # the same model at 256 px
-SEG_FULL_256_GFLOP = 142.0  # seg, Lite0 encoder, base_width 64, 313 classes, 256 px: train_seg_*.yaml
-SEG_STARTER_256_GFLOP = 8.37  # the shipped seg-starter prepared for inference, 256 px (8.97
-# before its segmentation branch stopped running an unused full-resolution stage)
+SEG_FULL_256_GFLOP = (
+    142.0  # seg, Lite0 encoder, base_width 64, 313 classes, 256 px: train_seg_*.yaml
+)
+SHIPPED_256_GFLOP = 7.57  # the shipped seg-lite0 prepared for inference, 256 px
 # ASSUMED: a training step costs 3 forward passes (the backward pass about 2).
 TRAIN_FORWARDS_PER_STEP = 3
 # Training GFLOP/s one Ray CPU sustained in the section 3 run (derived from the figures above).
@@ -121,7 +123,7 @@ def gpu_run_images_per_s(nodes: int = 1) -> float:
     """ESTIMATE: archive images/s with run_s3_gpu.yaml on GPU nodes: the slower of the model
     actors (assumed GPU FLOP/s) and the CPUs left for decoding and encoding (measured cost)."""
     model = RUN_GPU_ACTORS * A100_BF16_PEAK_TFLOPS * 1e3 * ASSUMED_GPU_UTILIZATION
-    model /= SEG_STARTER_256_GFLOP
+    model /= SHIPPED_256_GFLOP
     cpus = GPU_NODE.cpus - RUN_GPU_ACTORS * RUN_GPU_CPUS_PER_ACTOR
     return min(model, cpus / RUN_NON_MODEL_CPU_S) * nodes * efficiency(nodes)
 

@@ -4,7 +4,7 @@
         python -m jobs.eval --config jobs/configs/eval_coco_val.yaml [key=value ...]
 
 The config is a :class:`pipeline.eval_stage.EvalConfig` in YAML; ``key=value`` overrides any
-field (``limit=500``, ``models=[seg-starter,mine=/data/models/mine]``). The evaluation runs in
+field (``limit=500``, ``models=[seg-lite0,mine=/data/models/mine]``). The evaluation runs in
 the job's driver process (no Ray tasks): ``sources`` may be ``s3://`` prefixes, ``models`` and
 ``out`` are local paths of the node the driver runs on. Prints the summary as JSON (the report
 is ``out/report.html``); exit status 0 when it was written.

@@ -656,9 +656,9 @@ def test_flop_counts_are_the_models():
             model = create_model("seg", base_width=width, pretrained=False, **kwargs)
             x = torch.empty(1, 1, side, side)
         assert gflop(model, x) == pytest.approx(expected, rel=0.01), (width, classes, side)
-    starter, _, _ = load(DEFAULT_MODEL)
-    assert gflop(starter, torch.zeros(1, 1, 256, 256)) == pytest.approx(
-        s.SEG_STARTER_256_GFLOP, rel=0.01
+    shipped, _, _ = load(DEFAULT_MODEL)
+    assert gflop(shipped, torch.zeros(1, 1, 256, 256)) == pytest.approx(
+        s.SHIPPED_256_GFLOP, rel=0.01
     )
 
 
