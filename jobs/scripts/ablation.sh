@@ -7,6 +7,7 @@
 #   scratch     the same with the encoder trained from random weights
 #   no-teacher  without the category loss (no category head)
 #   no-seg      without the segmentation loss (no segmentation branch)
+#   no-rebalance  class weights uniform (tables with lambda 1) instead of Zhang's lambda 0.5
 #   cls-afm, pixel-attn, colornet   the other variants, pretrained encoder and teacher
 # Usage: bash jobs/scripts/ablation.sh [RUNS_DIR] (default runs/ablation); needs the data of
 # jobs/scripts/shipped_data.sh and colorize on PATH.
@@ -23,10 +24,14 @@ train name=full
 train name=scratch model.encoder=scratch
 train name=no-teacher loss.category=0
 train name=no-seg loss.segmentation=0
+TABLES_FLAT=${TABLES_FLAT:-data/split/tables-lambda1}
+[[ -f "$TABLES_FLAT/classes.parquet" ]] || \
+  colorize tables build "${TRAIN[@]}" --lambda 1 --out "$TABLES_FLAT" --no-progress
+train name=no-rebalance tables="$TABLES_FLAT"
 train name=cls-afm model.name=cls-afm 'model.kwargs={}'
 train name=pixel-attn model.name=pixel-attn
 train name=colornet model.name=colornet 'model.kwargs={}'
 models=""
-for r in full scratch no-teacher no-seg cls-afm pixel-attn colornet; do models+="$r=$RUNS/$r,"; done
+for r in full scratch no-teacher no-seg no-rebalance cls-afm pixel-attn colornet; do models+="$r=$RUNS/$r,"; done
 colorize eval "${VAL[@]}" --models "${models%,}" --temperature 0.38 --saturation 1 \
   --out "$RUNS/eval-val"
