@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from colorization.models.efficientnet import HEAD_WIDTH, NUM_IMAGENET_CLASSES
+from colorization.models.efficientnet import HEAD_WIDTH
 from colorization.models.layers import ConvBNReLU, normalize_lightness, upsample2
 from colorization.models.registry import register_model
 from colorization.models.unet import ENCODERS, LiteEncoder
@@ -85,11 +85,7 @@ class ColorNet(nn.Module):
                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(context_dim, num_categories)
             )
         else:
-            self.category_head = nn.Linear(context_dim, num_categories)
-            if num_categories == NUM_IMAGENET_CLASSES:  # start from the ImageNet classifier
-                self.category_head.load_state_dict(self.encoder.classifier.state_dict())
-        if encoder != "scratch":
-            del self.encoder.classifier
+            self.category_head = self.encoder.category_head(num_categories)
 
     def _features(self, L: Tensor) -> tuple[list[Tensor], Tensor]:
         """L -> (features at strides 1, 2, 4, 8[, 16], the category head's input)."""

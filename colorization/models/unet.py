@@ -87,12 +87,21 @@ class LiteEncoder(nn.Module):
         self.frozen_statistics = pretrained
         if pretrained:
             self.net.load_state_dict(pretrained_state(variant), strict=True)
-        self.classifier = self.net._fc  # kept for the category head, then removed from the net
+        # the ImageNet classifier's weights, kept (unregistered) for category_head, not a module
+        self.imagenet_fc = {k: v.detach().clone() for k, v in self.net._fc.state_dict().items()}
         del self.net._fc
         w = SPECS[variant].widths
         self.full = DoubleConv(1, width)
         self.widths = [width, w[0], w[1], w[2]]
         self.bottleneck_width = w[4]
+
+    def category_head(self, num_categories: int) -> nn.Linear:
+        """A category head on the pooled head feature; over the 1000 ImageNet classes it
+        starts as the (pretrained) network's own classifier."""
+        head = nn.Linear(HEAD_WIDTH, num_categories)
+        if num_categories == NUM_IMAGENET_CLASSES:
+            head.load_state_dict(self.imagenet_fc)
+        return head
 
     def train(self, mode: bool = True) -> LiteEncoder:
         super().train(mode)
@@ -212,11 +221,12 @@ class UNetColorizer(nn.Module):
             self.encoder = LiteEncoder(encoder, w, pretrained)
             self.bottleneck = ConvBNReLU(self.encoder.bottleneck_width, deep, kernel_size=1)
             enc, context_dim = self.encoder.widths, HEAD_WIDTH
-        self.category_head = nn.Linear(context_dim, num_categories) if num_categories > 0 else None
-        if encoder != "scratch":
-            if num_categories == NUM_IMAGENET_CLASSES:  # start from the ImageNet classifier
-                self.category_head.load_state_dict(self.encoder.classifier.state_dict())
-            del self.encoder.classifier
+        if num_categories <= 0:
+            self.category_head = None
+        elif encoder == "scratch":
+            self.category_head = nn.Linear(context_dim, num_categories)
+        else:
+            self.category_head = self.encoder.category_head(num_categories)
         self.context_fusion = GlobalContextFusion(deep, context_dim)
         self.bottleneck_attention = (
             IntensiveResidualAttention(deep, num_attn_blocks, growth=w) if attention else None
