@@ -37,6 +37,8 @@ STATE = "training_state.pt"
 META = "meta.json"
 #: the parameters of the category head, which only training uses (see save_inference_checkpoint)
 CATEGORY_HEAD = "category_head."
+#: the parameters that map decoder features to colour classes (they depend on the table)
+COLOUR_HEAD = "head."
 
 
 class CheckpointError(ValueError):
@@ -218,6 +220,36 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], where: s
             parts.append("shape mismatch " + "; ".join(shapes[:5]))
         raise CheckpointError(f"{where}: weights do not fit the model: " + ", ".join(parts))
     model.load_state_dict(state, strict=True)
+
+
+def load_matching(
+    model: nn.Module, directory: str | Path, table: ColorTable | None = None
+) -> tuple[list[str], list[str]]:
+    """Start ``model`` from another checkpoint's weights (fine-tuning, or a variant of the
+    same network): every tensor whose name and shape match is copied, the rest keeps its
+    initialisation. The colour head is skipped when the checkpoint's table is not ``table``
+    (its classes would mean other colours). Returns (copied names, skipped names)."""
+    d = Path(directory)
+    header = read_header(d)
+    try:
+        state = load_file(d / WEIGHTS)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{d / WEIGHTS}: corrupt weights ({e})") from e
+    same_table = table is None or header.get("tables_fingerprint") == table.fingerprint
+    own = model.state_dict()
+    copied, skipped = [], []
+    for name, tensor in own.items():
+        theirs = state.get(name)
+        fits = theirs is not None and theirs.shape == tensor.shape
+        if fits and (same_table or not name.startswith(COLOUR_HEAD)):
+            own[name] = theirs
+            copied.append(name)
+        else:
+            skipped.append(name)
+    if not copied:
+        raise CheckpointError(f"{d}: no weight fits the model (is it the same network?)")
+    model.load_state_dict(own, strict=True)
+    return copied, skipped
 
 
 def load_training_state(directory: str | Path) -> dict[str, Any] | None:

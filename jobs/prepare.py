@@ -16,6 +16,7 @@ import json
 import sys
 
 from jobs.entry import parse_args
+from pipeline.cluster import connect
 from pipeline.config import load_config
 
 SUMMARY_KEYS = (
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.prepare_stage import PrepareConfig, prepare
 
     cfg = load_config(PrepareConfig, config, overrides)
+    connect()
     summary = prepare(cfg)
     print(json.dumps({k: summary[k] for k in SUMMARY_KEYS if k in summary}, indent=2))
     for f in summary.get("failures", [])[:SHOWN_FAILURES]:

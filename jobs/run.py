@@ -14,13 +14,16 @@ import json
 import sys
 
 from jobs.entry import parse_args
+from pipeline.cluster import connect
 from pipeline.config import load_config
 from pipeline.run_stage import RunConfig, run
 
 
 def main(argv: list[str] | None = None) -> int:
     config, overrides, flags = parse_args(argv, flags=("allow_errors",))
-    summary = run(load_config(RunConfig, config, overrides))
+    cfg = load_config(RunConfig, config, overrides)
+    connect(task_slots=cfg.task_slots)
+    summary = run(cfg)
     print(json.dumps(summary, indent=2))
     return 1 if summary["error"] and not flags["allow_errors"] else 0
 

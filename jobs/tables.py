@@ -16,6 +16,7 @@ import json
 import sys
 
 from jobs.entry import parse_args
+from pipeline.cluster import connect
 from pipeline.config import load_config
 
 SHOWN_FAILURES = 20
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.tables_stage import TablesConfig, build_tables
 
     cfg = load_config(TablesConfig, config, overrides)
+    connect()
     report = build_tables(cfg)
     print(json.dumps({k: v for k, v in report.items() if k != "failures"}, indent=2))
     for f in report["failures"][:SHOWN_FAILURES]:

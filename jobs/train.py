@@ -16,6 +16,7 @@ import json
 import sys
 
 from jobs.entry import parse_args
+from pipeline.cluster import connect
 from pipeline.config import load_config
 
 
@@ -23,7 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     config, overrides, _ = parse_args(argv)
     from pipeline.train_stage import TrainConfig, train
 
-    result = train(load_config(TrainConfig, config, overrides))
+    cfg = load_config(TrainConfig, config, overrides)
+    connect()
+    result = train(cfg)
     print(json.dumps(result, indent=2, default=str))
     return 0
 

@@ -11,6 +11,7 @@ import typer
 
 from colorization.shipped import DEFAULT_MODEL
 from colorization.tables import TableParams
+from pipeline.cluster import connect
 from pipeline.run_stage import RunConfig
 from pipeline.sources import StorageOptions
 
@@ -58,6 +59,7 @@ def tables_build(
         storage=StorageOptions(endpoint_url=endpoint_url),
         progress=progress,
     )
+    connect()
     report = build_tables(cfg)
     summary = {k: v for k, v in report.items() if k != "failures"}
     typer.echo(json.dumps(summary, indent=2))
@@ -106,6 +108,7 @@ def prepare_cmd(
         masks=list(masks or []),
         teacher=None if teacher.lower() == "none" else teacher,
     )
+    connect()
     summary = prepare(cfg)
     typer.echo(json.dumps({k: v for k, v in summary.items() if k in _PREPARE_KEYS}, indent=2))
 
@@ -126,6 +129,7 @@ def train_cmd(
     from pipeline.train_stage import TrainConfig, train
 
     cfg = load_config(TrainConfig, config, ctx.args)
+    connect()
     result = train(cfg)
     typer.echo(json.dumps(result, indent=2, default=str))
 
@@ -287,6 +291,7 @@ def run_cmd(
         storage=StorageOptions(endpoint_url=endpoint_url),
         progress=progress,
     )
+    connect(task_slots=cfg.task_slots)
     summary = run(cfg)
     typer.echo(json.dumps(summary, indent=2))
     if summary["error"] and not allow_errors:

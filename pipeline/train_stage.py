@@ -28,6 +28,7 @@ from colorization import color
 from colorization.checkpoint import (
     CheckpointError,
     checkpoints_newest_first,
+    load_matching,
     load_model,
     load_state_strict,
     load_training_state,
@@ -40,6 +41,7 @@ from colorization.metrics import colorfulness, psnr, ssim
 from colorization.models import create_model
 from colorization.models.efficientnet import NUM_IMAGENET_CLASSES
 from colorization.segmentation import NUM_SEG_CLASSES, SEG_IGNORE
+from colorization.shipped import resolve_model
 from colorization.tables import ColorTable
 from pipeline.config import save_config
 from pipeline.prepare_stage import Sample, ShardStream, read_dataset_info
@@ -91,6 +93,9 @@ class TrainConfig:
     name: str = "colorize"
     max_failures: int = 3
     seed: int = 0
+    # a model to start from (shipped name, checkpoint or run directory): the weights whose
+    # names and shapes fit are copied; a resumed run ignores it
+    init_from: str | None = None
 
 
 def _table_path(tables: str | None) -> Path | None:
@@ -255,6 +260,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup_steps, cfg.steps))
     restored = _restore(model, opt, sched, cfg, table, run_dir)
+    if restored is None and cfg.init_from:
+        copied, skipped = load_matching(model, resolve_model(cfg.init_from), table)
+        if rank == 0:
+            record = {"copied": len(copied), "skipped": skipped[:20], "n_skipped": len(skipped)}
+            _log(run_dir, {"event": "init_from", "model": cfg.init_from, **record})
     step = restored or 0
     model = ray.train.torch.prepare_model(model)
     raw = model.module if hasattr(model, "module") else model
@@ -408,6 +418,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     from ray.train.torch import TorchTrainer
 
     cfg = _with_absolute_paths(cfg)  # Ray Train workers run in another working directory
+    if cfg.init_from:  # a wrong name fails here, not on every worker
+        cfg = replace(cfg, init_from=str(resolve_model(cfg.init_from).resolve()))
     storage, filesystem, run_dir = _storage(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
