@@ -103,6 +103,24 @@ def write_bytes(uri: str, data: bytes, storage: StorageOptions = StorageOptions(
     os.replace(tmp, path)
 
 
+def arrow_filesystem(uri: str, storage: StorageOptions = StorageOptions()):
+    """``(pyarrow filesystem, path)`` of a folder or ``s3://bucket/prefix``, for pyarrow and
+    Ray Data readers and writers. The endpoint is passed explicitly: pyarrow does not read
+    ``AWS_ENDPOINT_URL`` everywhere."""
+    from pyarrow import fs
+
+    if not is_s3(uri):
+        return fs.LocalFileSystem(), str(Path(uri).resolve())
+    kwargs: dict[str, Any] = {"region": storage.region} if storage.region else {}
+    endpoint = storage.resolved_endpoint()
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
+    if storage.profile:
+        kwargs["load_frequency"] = 900  # profiles resolve through the default credential chain
+    return fs.S3FileSystem(**kwargs), uri[len("s3://") :].rstrip("/")
+
+
 def join_uri(root: str, key: str) -> str:
     """``root`` (folder or ``s3://bucket/prefix``) joined with a relative key; refuses keys
     that would land outside ``root`` (absolute, ``..``, empty)."""
