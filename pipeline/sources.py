@@ -106,7 +106,8 @@ def write_bytes(uri: str, data: bytes, storage: StorageOptions = StorageOptions(
 def arrow_filesystem(uri: str, storage: StorageOptions = StorageOptions()):
     """``(pyarrow filesystem, path)`` of a folder or ``s3://bucket/prefix``, for pyarrow and
     Ray Data readers and writers. The endpoint is passed explicitly: pyarrow does not read
-    ``AWS_ENDPOINT_URL`` everywhere."""
+    ``AWS_ENDPOINT_URL`` everywhere. Credentials: AWS's standard chain (variables, the
+    ``AWS_PROFILE`` profile, instance roles)."""
     from pyarrow import fs
 
     if not is_s3(uri):
@@ -116,8 +117,6 @@ def arrow_filesystem(uri: str, storage: StorageOptions = StorageOptions()):
     if endpoint:
         scheme, _, host = endpoint.partition("://")
         kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
-    if storage.profile:
-        kwargs["load_frequency"] = 900  # profiles resolve through the default credential chain
     return fs.S3FileSystem(**kwargs), uri[len("s3://") :].rstrip("/")
 
 
