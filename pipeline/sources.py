@@ -13,6 +13,7 @@ import functools
 import glob
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +121,20 @@ def arrow_filesystem(uri: str, storage: StorageOptions = StorageOptions()):
     return fs.S3FileSystem(**kwargs), uri[len("s3://") :].rstrip("/")
 
 
+def write_file(path: str | Path, uri: str, storage: StorageOptions = StorageOptions()) -> None:
+    """Copy a local file to a local path or an S3 object whole, streamed (a large file never
+    sits in memory; S3 gets a multipart upload, complete or absent)."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        s3_client(storage).upload_file(str(path), bucket, key)
+        return
+    dest = Path(uri)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name[:200]}.{os.getpid()}.tmp")
+    shutil.copyfile(path, tmp)
+    os.replace(tmp, dest)
+
+
 def join_uri(root: str, key: str) -> str:
     """``root`` (folder or ``s3://bucket/prefix``) joined with a relative key; refuses keys
     that would land outside ``root`` (absolute, ``..``, empty)."""
@@ -148,13 +163,24 @@ def _list_s3(uri: str, storage: StorageOptions) -> Iterator[Item]:
 
 
 def _list_folder(root: Path) -> Iterator[Item]:
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            path = Path(dirpath) / name
-            yield Item(str(path), path.relative_to(root).as_posix())
+    """In key order, folder by folder: a folder's visible entries sorted as their keys sort (a
+    subfolder as ``name/``), so a subfolder's files come where their keys fall among the files
+    beside it. Symbolic links to folders are not followed (as ``os.walk``)."""
+
+    def walk(folder: str, rel: str) -> Iterator[Item]:
+        with os.scandir(folder) as it:
+            entries = sorted(
+                (e.name + "/" if e.is_dir() else e.name, e)
+                for e in it
+                if not e.name.startswith(".")
+            )
+        for name, e in entries:
+            if not name.endswith("/"):
+                yield Item(e.path, rel + name)
+            elif not e.is_symlink():
+                yield from walk(e.path, rel + name)
+
+    yield from walk(str(root), "")
 
 
 def _list_glob(pattern: str) -> Iterator[Item]:
@@ -225,37 +251,87 @@ def is_manifest(src: str) -> bool:
     return src.lower().endswith((".parquet", ".csv"))
 
 
-def _list_manifest(src: str, storage: StorageOptions) -> Iterator[Item]:
-    """A parquet or CSV file with a column of URIs (``uri``, ``source_uri``, ``url``, ``path``
-    or its only column); relative paths are relative to the manifest's folder. Keys are the
-    URIs' paths below their longest common folder."""
-    import io
-
+def _manifest_uris(path: str, base: str) -> Iterator[list[str]]:
+    """A manifest file's URIs, a batch at a time (blank cells left out; relative paths made
+    relative to ``base``)."""
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    data = io.BytesIO(read_bytes(src, storage))
-    table = pq.read_table(data) if src.lower().endswith(".parquet") else pacsv.read_csv(data)
-    names = [c for c in MANIFEST_COLUMNS if c in table.column_names]
-    if not names and table.num_columns != 1:
+    if path.lower().endswith(".parquet"):
+        reader = pq.ParquetFile(path)
+        names = reader.schema_arrow.names
+    else:
+        reader = pacsv.open_csv(path)
+        names = reader.schema.names
+    found = [c for c in MANIFEST_COLUMNS if c in names]
+    if not found and len(names) != 1:
         raise ValueError(
-            f"manifest {src}: no URI column (one of {', '.join(MANIFEST_COLUMNS)}) among "
-            f"{table.column_names}"
+            f"manifest {path}: no URI column (one of {', '.join(MANIFEST_COLUMNS)}) among {names}"
         )
-    column = table.column(names[0] if names else 0).to_pylist()
+    column = names.index(found[0] if found else names[0])
+    batches = reader.iter_batches(65_536) if hasattr(reader, "iter_batches") else reader
+    for batch in batches:
+        uris = []
+        for u in batch.column(column).to_pylist():
+            if u is None or not str(u).strip():
+                continue
+            u = str(u).strip()
+            uris.append(u if is_s3(u) or os.path.isabs(u) else f"{base}/{u}")
+        yield uris
+
+
+def _uri_path(uri: str) -> str:
+    return split_s3(uri)[1] if is_s3(uri) else os.path.normpath(uri)
+
+
+def _list_manifest(src: str, storage: StorageOptions) -> Iterator[Item]:
+    """A parquet or CSV file with a column of URIs (``uri``, ``source_uri``, ``url``, ``path``
+    or its only column); relative paths are relative to the manifest's folder. Keys are the
+    URIs' paths below their longest common folder. In the manifest's order, read twice batch
+    by batch (the common folder first): memory does not grow with the manifest (one on S3 is
+    downloaded to a temporary file first)."""
+    import tempfile
+
     base = src.rsplit("/", 1)[0] if "/" in src else "."
-    uris = []
-    for u in column:
-        if u is None or not str(u).strip():
-            continue
-        u = str(u).strip()
-        uris.append(u if is_s3(u) or os.path.isabs(u) else f"{base}/{u}")
-    paths = [split_s3(u)[1] if is_s3(u) else os.path.normpath(u) for u in uris]
-    common = os.path.dirname(os.path.commonprefix(paths)) if len(paths) > 1 else ""
-    if len(paths) == 1:
-        common = os.path.dirname(paths[0])
-    for uri, path in zip(uris, paths, strict=True):
-        yield Item(uri, path[len(common) :].lstrip("/") if common else path.lstrip("/"))
+    with tempfile.TemporaryDirectory(prefix="manifest-") as tmp:
+        path = src
+        if is_s3(src):
+            bucket, key = split_s3(src)
+            path = os.path.join(tmp, os.path.basename(key))
+            s3_client(storage).download_file(bucket, key, path)
+        elif not os.path.isfile(src):
+            raise FileNotFoundError(f"source not found: {src}")
+        prefix = None
+        for uris in _manifest_uris(path, base):
+            if uris:
+                paths = [_uri_path(u) for u in uris]
+                prefix = os.path.commonprefix(paths if prefix is None else [prefix, *paths])
+        common = os.path.dirname(prefix or "")
+        for uris in _manifest_uris(path, base):
+            for uri in uris:
+                p = _uri_path(uri)
+                yield Item(uri, p[len(common) :].lstrip("/") if common else p.lstrip("/"))
+
+
+def iter_items(
+    src: str, storage: StorageOptions = StorageOptions(), images_dir: str | None = None
+) -> Iterator[Item]:
+    """The inputs of one source, one at a time: an S3 prefix page by page, a manifest batch by
+    batch, a folder folder by folder, so that memory does not grow with the source (a COCO
+    annotation file is read whole). In key order, except a manifest: in its rows' order."""
+    if is_manifest(src):
+        return _list_manifest(src, storage)
+    if is_s3(src):
+        return _list_s3(src, storage)
+    if is_coco_annotation(src):
+        return _list_coco(Path(src), Path(images_dir) if images_dir else None)
+    if any(ch in src for ch in "*?["):
+        return _list_glob(src)
+    if os.path.isdir(src):
+        return _list_folder(Path(src))
+    if os.path.isfile(src):
+        return iter([Item(src, Path(src).name)])
+    raise FileNotFoundError(f"source not found: {src}")
 
 
 def list_items(
@@ -263,21 +339,7 @@ def list_items(
 ) -> list[Item]:
     """All inputs of one source, sorted by key. A folder lists every visible file (a file that
     is not an image becomes an error row downstream, never a silent skip)."""
-    if is_manifest(src):
-        items = list(_list_manifest(src, storage))
-    elif is_s3(src):
-        items = list(_list_s3(src, storage))
-    elif is_coco_annotation(src):
-        items = list(_list_coco(Path(src), Path(images_dir) if images_dir else None))
-    elif any(ch in src for ch in "*?["):
-        items = list(_list_glob(src))
-    elif os.path.isdir(src):
-        items = list(_list_folder(Path(src)))
-    elif os.path.isfile(src):
-        items = [Item(src, Path(src).name)]
-    else:
-        raise FileNotFoundError(f"source not found: {src}")
-    return sorted(items, key=lambda it: it.key)
+    return sorted(iter_items(src, storage, images_dir), key=lambda it: it.key)
 
 
 def list_sources(

@@ -23,17 +23,10 @@ from PIL import Image
 from colorization.checkpoint import save_checkpoint
 from colorization.models import create_model
 from colorization.tables import load_zhang_313
-from pipeline.run_stage import (
-    LOST,
-    MANIFEST,
-    RunConfig,
-    actor_threads,
-    output_key,
-    plan,
-    reconcile,
-    run,
-)
-from pipeline.sources import Item, StorageOptions
+from pipeline.archive_workers import actor_threads
+from pipeline.manifest import MANIFEST, output_key
+from pipeline.run_stage import RunConfig, run
+from pipeline.sources import StorageOptions
 from tests.archive_fixtures import (
     Expected,
     write_awkward_inputs,
@@ -92,41 +85,6 @@ def check_rows(rows: list[dict], src: str, expected: list[Expected], read) -> No
             assert r["tables_fingerprint"] and r["model_id"]
 
 
-def test_plan_refuses_keys_outside_destination_and_skips_colliding_outputs():
-    items = [
-        Item("s3://b/a.png", "a.png"),
-        Item("s3://b/a.jpg", "a.jpg"),  # same output a.jpg as a.png
-        Item("s3://b/x/../../up.jpg", "x/../../up.jpg"),
-        Item("/abs.jpg", "/abs.jpg"),
-        Item("s3://b/ok/b.tif", "ok/b.tif"),
-    ]
-    todo, decided = plan(items, RunConfig(src="s3://b", dst="s3://out/p"))
-    assert [t["output_uri"] for t in todo] == ["s3://out/p/a.jpg", "s3://out/p/ok/b.jpg"]
-    status = {r["source_uri"]: (r["status"], r["error"]) for r in decided}
-    assert status["s3://b/a.jpg"][0] == "skipped" and "a.png" in status["s3://b/a.jpg"][1]
-    for uri in ("s3://b/x/../../up.jpg", "/abs.jpg"):
-        assert status[uri][0] == "error" and "outside the destination" in status[uri][1]
-
-
-def test_inputs_the_pipeline_returned_nothing_for_still_get_one_row_each():
-    todo = [{"source_uri": f"s3://b/{k}.jpg"} for k in "abc"]
-    returned = [
-        {"source_uri": "s3://b/a.jpg", "status": "ok"},
-        {"source_uri": "s3://b/c.jpg", "status": "ok"},
-        {"source_uri": "s3://b/a.jpg", "status": "error"},  # e.g. a retried task's twin
-    ]
-    rows, lost = reconcile(todo, returned, "m", "run1")
-    assert [(r["source_uri"], r["status"]) for r in rows] == [
-        ("s3://b/a.jpg", "ok"),
-        ("s3://b/c.jpg", "ok"),
-    ]
-    assert [(r["source_uri"], r["status"], r["error"]) for r in lost] == [
-        ("s3://b/b.jpg", "error", LOST)
-    ]
-    assert lost[0]["model_id"] == "m" and lost[0]["run_id"] == "run1"
-    assert reconcile(todo, returned[:2] + [{"source_uri": "s3://b/b.jpg"}], "m", "r")[1] == []
-
-
 def test_model_actors_share_the_cores_unless_told():
     cores = os.cpu_count() or 1
     assert actor_threads(RunConfig(src="a", dst="b", workers=1)) == cores
@@ -139,11 +97,13 @@ def test_cli_run_defaults_are_the_configs(monkeypatch):
     """`colorize run` without options runs RunConfig's defaults; options reach the config."""
     from typer.testing import CliRunner
 
+    import pipeline.cli
     import pipeline.run_stage
     from pipeline.cli import app
 
     seen = []
     monkeypatch.setattr(pipeline.run_stage, "run", lambda cfg: seen.append(cfg) or {"error": 0})
+    monkeypatch.setattr(pipeline.cli, "connect", lambda **kw: False)  # no Ray to start
     assert CliRunner().invoke(app, ["run", "in", "out"]).exit_code == 0
     assert seen[-1] == RunConfig(src="in", dst="out")
     res = CliRunner().invoke(app, ["run", "in", "out", "--workers", "3", "--format", "png"])
@@ -191,6 +151,53 @@ def test_outputs_are_the_inference_paths_even_beside_failed_rows(ray_local, tmp_
         got = np.asarray(Image.open(tmp_path / "out" / output_key(name, "png")), np.int16)
         assert got.shape == np.asarray(want).shape
         assert np.abs(got - np.asarray(want, np.int16)).max() <= 1, name
+
+
+def test_two_jobs_in_one_process_each_run_as_if_alone(ray_local, tmp_path):
+    """Two archive jobs with different settings, one after the other in the caller's Ray: each
+    gives its own settings' pixels (PNG at saturation 0.3, JPEG at 1.5 against the inference
+    path at each), its own manifest, and the caller's Ray Data context is the same object with
+    the same settings after each."""
+    from ray.data import DataContext
+
+    from colorization.inference import colorize_images
+    from colorization.shipped import load
+
+    src = tmp_path / "src"
+    write_grey_copies(require(COCO_VAL), src, n=3)
+    grey = src / "grey"
+    names = sorted(p.name for p in grey.iterdir())
+    ctx = DataContext.get_current()
+    before = (ctx.enable_progress_bars, repr(ctx.execution_options.resource_limits))
+    jobs = {
+        "png": RunConfig(src=str(grey), dst=str(tmp_path / "a"), format="png", saturation=0.3),
+        "jpeg": RunConfig(
+            src=str(grey), dst=str(tmp_path / "b"), saturation=1.5, quality=95, in_flight_mb=0
+        ),
+    }
+    summaries = {}
+    for fmt, cfg in jobs.items():
+        summaries[fmt] = run(RunConfig(**{**cfg.__dict__, "batch_size": 2, "progress": False}))
+        assert DataContext.get_current() is ctx
+        assert (ctx.enable_progress_bars, repr(ctx.execution_options.resource_limits)) == before
+    assert summaries["png"]["run_id"] != summaries["jpeg"]["run_id"]
+
+    model, table, _ = load(jobs["png"].model)
+    images = [Image.open(grey / n) for n in names]
+    want = {s: colorize_images(model, table, images, saturation=s) for s in (0.3, 1.5)}
+    for fmt, cfg in jobs.items():
+        rows = manifest(cfg.dst)
+        assert sorted(Path(r["source_uri"]).name for r in rows) == names
+        assert {r["status"] for r in rows} == {"ok"}
+        assert {r["run_id"] for r in rows} == {summaries[fmt]["run_id"]}
+        others = want[1.5 if cfg.saturation == 0.3 else 0.3]
+        for name, ref_own, ref_other in zip(names, want[cfg.saturation], others, strict=True):
+            out = Image.open(Path(cfg.dst) / output_key(name, fmt))
+            assert out.format == {"png": "PNG", "jpeg": "JPEG"}[fmt]
+            got = np.asarray(out, np.float32)
+            own = np.abs(got - np.asarray(ref_own, np.float32)).mean()
+            other = np.abs(got - np.asarray(ref_other, np.float32)).mean()
+            assert own < (0.5 if fmt == "png" else 3.0) and own < other / 2, (fmt, name, own, other)
 
 
 def test_resume_redoes_only_missing_and_failed_inputs(ray_local, tmp_path, tiny_model):
