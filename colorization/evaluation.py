@@ -2,7 +2,8 @@
 
 Protocol (the one whose grey baseline on coco-tiny val2017 is PSNR 22.87 / SSIM 0.9075):
 - each original is resized to 256x256 (bicubic, aspect ratio not kept) as 8-bit RGB;
-- originals that are themselves grey (every pixel R = G = B, or a grey file mode) are skipped;
+- originals that are themselves grey photos (:mod:`colorization.grey`, the definition the
+  tables and the training data skip by too) are skipped;
 - the model sees that image's L and its output is the 256x256 L with the predicted chroma;
 - PSNR over the three channels (peak 255), SSIM as ``skimage.metrics.structural_similarity``
   (7x7 uniform window, mean over channels), Hasler-Suesstrunk colourfulness in its |rg|, |yb|
@@ -24,13 +25,13 @@ import numpy as np
 from PIL import Image
 
 from colorization import color
-from colorization.abgrid import AbGrid
-from colorization.imageio import GREY_MODES, to_rgb_array
+from colorization.abgrid import AB_MAX, AbGrid
+from colorization.grey import is_grey_photo
 from colorization.metrics import ab_error, colorfulness, error_counts, psnr, ssim
 
 EVAL_SIZE = 256
-#: ab histogram of outputs: 2-unit bins over [-110, 110)
-AB_EDGES = np.arange(-110, 111, 2.0)
+#: ab histogram of outputs: 2-unit bins over [-AB_MAX, AB_MAX)
+AB_EDGES = np.arange(-AB_MAX, AB_MAX + 1, 2.0)
 #: the ab bins of the AuC's class rebalancing: 10 units, centred on multiples of 10
 AUC_PRIOR_GRID = AbGrid(10.0)
 
@@ -45,17 +46,10 @@ class Truth:
     mode: str
 
 
-def is_grey_original(im: Image.Image) -> bool:
-    """Ground truth that is itself grey: a grey file mode or every pixel with R = G = B."""
-    if im.mode in GREY_MODES:
-        return True
-    rgb = to_rgb_array(im)
-    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
-
-
 def make_truth(im: Image.Image, size: int = EVAL_SIZE) -> Truth | None:
-    """A decoded original -> its evaluation form, or None when it is grey (skipped)."""
-    if is_grey_original(im):
+    """A decoded original -> its evaluation form, or None when it is a grey photo (skipped,
+    :func:`colorization.grey.is_grey_photo`)."""
+    if is_grey_photo(im):
         return None
     rgb = np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC))
     return Truth(rgb=rgb, width=im.width, height=im.height, mode=im.mode)

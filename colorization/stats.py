@@ -9,8 +9,8 @@ from PIL import Image
 
 from colorization.abgrid import AbGrid
 from colorization.coco import category_masks
-from colorization.color import GREY_AB, GREY_MAX_COLOUR_FRACTION
-from colorization.imageio import GREY_MODES, rgb_pixels
+from colorization.grey import is_grey_photo
+from colorization.imageio import rgb_pixels
 from colorization.kernels import histogram_pixels
 
 
@@ -28,16 +28,12 @@ def image_stats(
     im: Image.Image, grid: AbGrid, cell_lut: np.ndarray, annotations: tuple = ()
 ) -> ImageStats:
     """Histogram one decoded image. ``cell_lut`` is ``grid.rgb_cell_lut()`` (passed in so that
-    workers share one copy). Grey images (grey modes; on the 10-grid, fewer than 1% of the
-    pixels outside the neutral cell, the test of :func:`colorization.color.is_grey`) are
+    workers share one copy). Grey photos (:func:`colorization.grey.is_grey_photo`) are
     flagged."""
     px = rgb_pixels(im)
     hist = histogram_pixels(px, cell_lut, grid.n_cells)
     n_pixels = int(px.size)
-    neutral = grid.half * grid.side + grid.half
-    grey = im.mode in GREY_MODES or (
-        grid.step == 2 * GREY_AB and hist[neutral] >= (1 - GREY_MAX_COLOUR_FRACTION) * n_pixels
-    )
+    grey = is_grey_photo(im)
     cats: dict[int, np.ndarray] = {}
     if annotations:
         masks = category_masks(annotations)
@@ -48,4 +44,4 @@ def image_stats(
                     f"mask {mask.shape[::-1]} does not match image {im.size} (category {cid})"
                 )
             cats[cid] = np.bincount(cells_2d[mask], minlength=grid.n_cells).astype(np.int64)
-    return ImageStats(hist, n_pixels, bool(grey), cats)
+    return ImageStats(hist, n_pixels, grey, cats)
