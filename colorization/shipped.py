@@ -1,7 +1,7 @@
 """Models that ship inside the package, and how a model argument is resolved.
 
 Every command that takes ``--model`` accepts a shipped model's name (``seg-lite0``, the
-default), a checkpoint directory (``model.safetensors`` + ``classes.parquet`` + ``meta.json``)
+default), a checkpoint directory (:mod:`colorization.checkpoint`: weights, table, ``meta.json``)
 or a training run directory (its newest checkpoint). Each shipped model has a ``MODEL_CARD.md``
 beside its weights: data, steps, wall time, the command that trained it and its evaluation.
 """
@@ -19,7 +19,10 @@ if TYPE_CHECKING:  # torch is imported only when a model is loaded: the CLI star
     from colorization.tables import ColorTable
 
 DEFAULT_MODEL = "seg-lite0"
-WEIGHTS = "model.safetensors"  # as colorization.checkpoint.WEIGHTS
+#: inference settings of a model whose checkpoint gives none (``meta.json`` ``inference``):
+#: the annealed-mean temperature and the factor on the predicted chroma
+DEFAULT_TEMPERATURE = 0.38
+DEFAULT_SATURATION = 1.0
 
 
 def models_dir() -> Path:
@@ -29,13 +32,15 @@ def models_dir() -> Path:
 
 def shipped_models() -> list[str]:
     """Names of the models shipped with the package."""
+    from colorization.checkpoint import WEIGHTS
+
     d = models_dir()
     return sorted(p.name for p in d.iterdir() if (p / WEIGHTS).exists()) if d.is_dir() else []
 
 
 def resolve_model(spec: str | Path | None = None) -> Path:
     """A shipped model's name, a checkpoint directory or a run directory -> checkpoint path."""
-    from colorization.checkpoint import CheckpointError, checkpoints_newest_first
+    from colorization.checkpoint import WEIGHTS, CheckpointError, checkpoints_newest_first
 
     spec = str(spec or DEFAULT_MODEL)
     shipped = models_dir() / spec

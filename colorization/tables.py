@@ -30,8 +30,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from colorization.abgrid import AbGrid, rgb_code
+from colorization.abgrid import AB_MAX, AbGrid, rgb_code
 from colorization.kernels import hard_encode, soft_encode
+from colorization.shipped import DEFAULT_TEMPERATURE
 
 FORMAT_NAME = "colorization.color-table"
 FORMAT_VERSION = 1
@@ -59,7 +60,7 @@ class TableParams:
     """How a table was derived from a histogram (saved in the file)."""
 
     grid: float = 10.0
-    ab_max: float = 110.0
+    ab_max: float = AB_MAX
     min_count: int = 1  # a cell joins the gamut with at least this many pixels ...
     min_mass: float = 0.0  # ... and at least this fraction of all pixels
     sigma: float = 5.0  # Gaussian smoothing of the prior, ab units
@@ -252,7 +253,7 @@ class ColorTable:
         self,
         scores: torch.Tensor,
         mode: DecodeMode = "annealed",
-        temperature: float = 0.38,
+        temperature: float = DEFAULT_TEMPERATURE,
         logits: bool = True,
     ) -> torch.Tensor:
         """Class scores ``(N, Q, H, W)`` (logits, or probabilities if ``logits=False``) ->

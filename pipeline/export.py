@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from colorization.checkpoint import read_header, read_meta, save_inference_checkpoint
-from colorization.shipped import resolve_model
+from colorization.shipped import DEFAULT_SATURATION, DEFAULT_TEMPERATURE, resolve_model
 
 MAX_SHIPPED_BYTES = 25 * 1024 * 1024
 
@@ -86,9 +86,9 @@ def model_card(
         "- input: L of the grey image at 256x256 (any size and mode is brought there by "
         "`colorize_images`); output: ab classes decoded by the annealed mean, joined with the "
         "input's own L",
-        f"- inference settings: temperature {inf.get('temperature', 0.38)}, saturation "
-        f"{inf.get('saturation', 1.0)} (a factor on the predicted ab; `--temperature` and "
-        "`--saturation` override them)",
+        f"- inference settings: temperature {inf.get('temperature', DEFAULT_TEMPERATURE)}, "
+        f"saturation {inf.get('saturation', DEFAULT_SATURATION)} (a factor on the predicted "
+        "ab; `--temperature` and `--saturation` override them)",
         "",
         "## Training",
         *_data_lines(config),
