@@ -118,6 +118,17 @@ def yuv_to_rgb(yuv: np.ndarray) -> np.ndarray:
     return np.clip(yuv @ RGB_FROM_YUV.T.astype(yuv.dtype), 0.0, 1.0)
 
 
+def uv_to_ab(L: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """A regression model's chroma as Lab ab: ``L`` ``(...)`` in [0, 100] and U, V ``(..., 2)``
+    -> ab ``(..., 2)``. U and V join the Y of the grey image of lightness ``L``; the colour
+    that gives (clipped to sRGB) has this ab. :func:`uv_to_ab_t` is the torch twin."""
+    L = np.asarray(L)
+    grey = lab_to_rgb(np.stack([L, np.zeros_like(L), np.zeros_like(L)], axis=-1))
+    y = rgb_to_yuv(grey)[..., :1]
+    rgb = yuv_to_rgb(np.concatenate([y, np.asarray(uv, y.dtype)], axis=-1))
+    return rgb_to_lab(rgb)[..., 1:]
+
+
 def to_uint8(rgb: np.ndarray) -> np.ndarray:
     """Float RGB in [0, 1] -> uint8, rounding to nearest."""
     return np.clip(np.rint(np.asarray(rgb) * 255.0), 0, 255).astype(np.uint8)
@@ -192,6 +203,16 @@ def yuv_to_rgb_t(yuv: torch.Tensor) -> torch.Tensor:
     return _apply_matrix(RGB_FROM_YUV, yuv).clamp(0.0, 1.0)
 
 
+def uv_to_ab_t(L: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """Torch twin of :func:`uv_to_ab`: L ``(N, 1, H, W)`` and UV ``(N, 2, H, W)`` -> ab
+    ``(N, 2, H, W)``."""
+    import torch
+
+    grey = lab_to_rgb_t(torch.cat([L, torch.zeros_like(uv)], dim=-3))
+    y = rgb_to_yuv_t(grey)[:, :1]
+    return rgb_to_lab_t(yuv_to_rgb_t(torch.cat([y, uv], dim=-3)))[:, 1:]
+
+
 def uv_to_unit_t(uv: torch.Tensor) -> torch.Tensor:
     """U, V ``(..., 2, H, W)`` -> [0, 1], the range of a sigmoid output."""
     import torch
@@ -208,8 +229,6 @@ def unit_to_uv_t(unit: torch.Tensor) -> torch.Tensor:
     return (unit * 2.0 - 1.0) * scale
 
 
-#: an image is grey when fewer than this fraction of its pixels have |a| or |b| >= 5
-#: (the neutral cell of the 10-grid): JPEG noise in grey photos stays far below that
 _LINEAR_OF_U8 = srgb_to_linear(np.arange(256) / 255.0).astype(np.float32)
 _Y_WEIGHTS = (XYZ_FROM_RGB[1] / WHITE_D65[1]).astype(np.float32)
 
@@ -266,12 +285,9 @@ def lab_to_rgb_u8(L: np.ndarray, ab: np.ndarray) -> np.ndarray:
     )
 
 
-GREY_MAX_COLOUR_FRACTION = 0.01
-GREY_AB = 5.0
+def is_grey(rgb: np.ndarray) -> bool:
+    """:func:`colorization.grey.is_grey_rgb`, the one definition of a grey photo; this name
+    stays only until ``pipeline/prepare_stage.py`` imports it from there."""
+    from colorization.grey import is_grey_rgb
 
-
-def is_grey(rgb: np.ndarray, stride: int = 2) -> bool:
-    """Whether a uint8 RGB image ``(H, W, 3)`` is grey (Zhang et al. skip such ground truth)."""
-    ab = rgb_to_lab(np.asarray(rgb)[::stride, ::stride])[..., 1:]
-    coloured = (np.abs(ab) >= GREY_AB).any(axis=-1).mean()
-    return bool(coloured < GREY_MAX_COLOUR_FRACTION)
+    return is_grey_rgb(rgb)

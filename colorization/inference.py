@@ -15,6 +15,7 @@ from torch import nn
 
 from colorization import color
 from colorization.pixels import finish_np, lightness_np, pixels_u8
+from colorization.shipped import DEFAULT_SATURATION, DEFAULT_TEMPERATURE
 from colorization.tables import ColorTable
 
 
@@ -39,16 +40,12 @@ def predict_chroma(
     return _upsample(chroma, size or tuple(L.shape[-2:]))
 
 
-#: inference settings of a model without its own (``meta.json`` ``inference`` of a checkpoint)
-DEFAULT_TEMPERATURE = 0.38
-DEFAULT_SATURATION = 1.0
-
-
 def settings(
     model: nn.Module, temperature: float | None = None, saturation: float | None = None
 ) -> tuple[float, float]:
     """(temperature, saturation): the given values, else the model's own defaults (set by
-    :func:`colorization.shipped.load` from its checkpoint), else 0.38 and 1.0."""
+    :func:`colorization.shipped.load` from its checkpoint), else
+    :data:`~colorization.shipped.DEFAULT_TEMPERATURE` and ``DEFAULT_SATURATION``."""
     own = getattr(model, "inference_defaults", {}) or {}
     t = temperature if temperature is not None else own.get("temperature", DEFAULT_TEMPERATURE)
     s = saturation if saturation is not None else own.get("saturation", DEFAULT_SATURATION)
@@ -88,13 +85,10 @@ def _upsample(chroma: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def recombine(L_full: torch.Tensor, chroma: torch.Tensor, kind: str) -> torch.Tensor:
-    """The input's own full-resolution L with predicted chroma -> RGB ``(N, 3, H, W)``."""
-    if kind == "classes":
-        return color.lab_to_rgb_t(torch.cat([L_full, chroma], dim=1))
-    # UV models: the grey image's Y with the predicted UV, then the input's L put back
-    grey = color.lab_to_rgb_t(torch.cat([L_full, torch.zeros_like(chroma)], dim=1))
-    y = color.rgb_to_yuv_t(grey)[:, :1]
-    ab = color.rgb_to_lab_t(color.yuv_to_rgb_t(torch.cat([y, chroma], dim=1)))[:, 1:]
+    """The input's own full-resolution L with predicted chroma -> RGB ``(N, 3, H, W)``; UV
+    chroma becomes ab by :func:`colorization.color.uv_to_ab_t` (as :func:`finish` does in
+    numpy)."""
+    ab = chroma if kind == "classes" else color.uv_to_ab_t(L_full, chroma)
     return color.lab_to_rgb_t(torch.cat([L_full, ab], dim=1))
 
 

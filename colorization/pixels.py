@@ -2,7 +2,8 @@
 from, that L at full resolution and at the model's input size, and the model's chroma upsampled
 and joined with the image's own L as 8-bit sRGB.
 
-:mod:`colorization.inference` wraps these for the model in between; the archive job's decode
+:mod:`colorization.inference` wraps these around the model in between (it imports this
+module, never the other way round); the archive job's decode
 and finish tasks call them directly, in Ray workers that never import torch (250-450 MB less
 per worker). The resize is torch's ``F.interpolate(mode="bilinear", align_corners=False)`` in
 float32 (tested against it)."""
@@ -42,22 +43,13 @@ def lightness_np(pixels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]
 def finish_np(
     L_full: np.ndarray, chroma: np.ndarray, kind: str, alpha: Image.Image | None = None
 ) -> Image.Image:
-    """An image's own L ``(H, W)`` + the model's chroma ``(2, h, w)`` -> 8-bit RGB (RGBA with
-    ``alpha``) PIL image of size W x H. Class models' ab: one compiled pass from Lab to 8 bits;
-    regression models' UV go through :func:`colorization.inference.recombine` (torch)."""
+    """An image's own L ``(H, W)`` + the model's chroma ``(2, h, w)`` (ab of a class model,
+    UV of a regression model, ``kind`` ``"classes"`` or ``"uv"``) -> 8-bit RGB (RGBA with
+    ``alpha``) PIL image of size W x H: one compiled pass from Lab to 8 bits."""
     up = resize(chroma, L_full.shape)
-    if kind == "classes":
-        rgb8 = color.lab_to_rgb_u8(L_full, up)
-    else:
-        import torch
-
-        from colorization.inference import recombine
-
-        L_t = torch.from_numpy(np.asarray(L_full, np.float32))[None, None]
-        rgb8 = color.to_uint8(
-            recombine(L_t, torch.from_numpy(up)[None], kind)[0].permute(1, 2, 0).numpy()
-        )
-    result = Image.fromarray(rgb8, "RGB")
+    if kind != "classes":
+        up = np.moveaxis(color.uv_to_ab(L_full, np.moveaxis(up, 0, -1)), -1, 0)
+    result = Image.fromarray(color.lab_to_rgb_u8(L_full, up), "RGB")
     if alpha is not None:
         result.putalpha(alpha)
     return result

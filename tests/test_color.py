@@ -59,6 +59,16 @@ def test_torch_twin_matches_numpy(rgb8):
     assert torch.allclose(C.yuv_to_rgb_t(C.rgb_to_yuv_t(x)), x, atol=1e-5)
 
 
+def test_uv_to_ab_twins_agree_and_keep_a_grey_grey(rgb8):
+    lab = C.rgb_to_lab(rgb8)
+    uv = C.rgb_to_yuv(rgb8)[..., 1:]
+    ab = C.uv_to_ab(lab[..., 0], uv)
+    L_t, uv_t = _chw(lab[..., :1]).float()[None], _chw(uv).float()[None]
+    ab_t = C.uv_to_ab_t(L_t, uv_t)[0].permute(1, 2, 0).numpy()
+    assert np.abs(ab_t - ab).max() < 1e-2
+    assert np.abs(C.uv_to_ab(lab[..., 0], np.zeros_like(uv))).max() < 1e-2
+
+
 def test_torch_twin_batched_and_differentiable(rgb8):
     x = _chw(rgb8.astype(np.float64) / 255.0)[None].repeat(2, 1, 1, 1).requires_grad_()
     lab = C.rgb_to_lab_t(x)

@@ -243,3 +243,28 @@ def test_archive_tasks_module_does_not_import_torch():
     code = "import sys, pipeline.run_stage, colorization.pixels; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("kind", ["classes", "uv"])
+def test_numpy_finish_gives_the_torch_recombination(kind, photos):
+    """The archive job's finish (numpy, :func:`colorization.pixels.finish_np`) and the tensor
+    path of validation (:func:`recombine`) give the same pixels, within one 8-bit level."""
+    from colorization.pixels import finish_np
+
+    L, ab = rgb_to_model_input(photos)
+    chroma = ab if kind == "classes" else color.rgb_to_yuv_t(photos)[:, 1:]
+    for i in range(len(photos)):
+        got = np.asarray(finish_np(L[i, 0].numpy(), chroma[i].numpy(), kind)).astype(int)
+        ref = recombine(L[i : i + 1], chroma[i : i + 1], kind)[0].permute(1, 2, 0).numpy()
+        assert np.abs(got - color.to_uint8(ref).astype(int)).max() <= 1
+
+
+def test_the_numpy_end_of_inference_imports_neither_torch_nor_inference():
+    """colorization.inference imports colorization.pixels, never the other way round, and
+    the numpy end needs no torch for any kind of model."""
+    code = (
+        "import sys, colorization.pixels; "
+        "print('torch' in sys.modules, 'colorization.inference' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
