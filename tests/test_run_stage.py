@@ -97,13 +97,13 @@ def test_cli_run_defaults_are_the_configs(monkeypatch):
     """`colorize run` without options runs RunConfig's defaults; options reach the config."""
     from typer.testing import CliRunner
 
-    import pipeline.cli
+    import pipeline.commands
     import pipeline.run_stage
     from pipeline.cli import app
 
     seen = []
     monkeypatch.setattr(pipeline.run_stage, "run", lambda cfg: seen.append(cfg) or {"error": 0})
-    monkeypatch.setattr(pipeline.cli, "connect", lambda **kw: False)  # no Ray to start
+    monkeypatch.setattr(pipeline.commands, "connect", lambda **kw: False)  # no Ray to start
     assert CliRunner().invoke(app, ["run", "in", "out"]).exit_code == 0
     assert seen[-1] == RunConfig(src="in", dst="out")
     res = CliRunner().invoke(app, ["run", "in", "out", "--workers", "3", "--format", "png"])
