@@ -429,7 +429,9 @@ def read_plan_blocks(uris: Iterable[str], storage: StorageOptions) -> dict[str, 
 
 class Collector:
     """The driver's end of the pipeline: rows as they arrive (:data:`ROW_SCHEMA`) -> a shard
-    every ``shard_size`` rows, and scratch buckets for :func:`finish`; ``counts`` per status."""
+    every ``shard_size`` rows, and scratch buckets for :func:`finish` (filled
+    :data:`BATCH_ROWS` rows at a time: a row group per arriving batch and bucket would make the
+    buckets' footers grow with the archive); ``counts`` per status."""
 
     def __init__(self, plan: Plan, manifest: Manifest):
         self.manifest = manifest
@@ -437,8 +439,9 @@ class Collector:
         self.counts: Counter = Counter()
         schema = MANIFEST_SCHEMA.append(pa.field("seq", pa.int64()))
         self.got = Buckets(plan.work / "collected", plan.buckets, "source_uri", schema)
-        self._pending: list[pa.Table] = []
-        self._n_pending = 0
+        self._to_shard: list[pa.Table] = []
+        self._to_bucket: list[pa.Table] = []
+        self._n_shard = self._n_bucket = 0  # rows waiting in each
 
     def add(self, batch: pa.Table) -> None:
         n = batch.num_rows
@@ -446,22 +449,27 @@ class Collector:
         table = batch.select(ROW_SCHEMA.names).cast(ROW_SCHEMA).append_column("run_id", run_id)
         self.counts += status_counts(table)
         seq = pa.array(np.arange(self.rows, self.rows + n, dtype=np.int64))
-        self.got.add(table.append_column("seq", seq))
         self.rows += n
-        self._pending.append(table)
-        self._n_pending += n
-        if self._n_pending >= self.manifest.shard_size:
-            pending = pa.concat_tables(self._pending)
-            size = self.manifest.shard_size
-            full = pending.num_rows // size * size
-            self.manifest.write_rows(pending.slice(0, full))
-            self._pending = [pending.slice(full)]
-            self._n_pending = pending.num_rows - full
+        self._to_bucket.append(table.append_column("seq", seq))
+        self._to_shard.append(table)
+        self._n_shard += n
+        self._n_bucket += n
+        self._flush()
+
+    def _flush(self, final: bool = False) -> None:
+        size = self.manifest.shard_size
+        if self._n_shard >= size or (final and self._n_shard):
+            pending = pa.concat_tables(self._to_shard)
+            cut = len(pending) if final else len(pending) // size * size
+            self.manifest.write_rows(pending.slice(0, cut))
+            self._to_shard = [pending.slice(cut)]
+            self._n_shard = len(pending) - cut
+        if self._n_bucket >= BATCH_ROWS or (final and self._n_bucket):
+            self.got.add(pa.concat_tables(self._to_bucket))
+            self._to_bucket, self._n_bucket = [], 0
 
     def close(self) -> None:
-        if self._n_pending:
-            self.manifest.write_rows(pa.concat_tables(self._pending))
-        self._pending, self._n_pending = [], 0
+        self._flush(final=True)
         self.got.close()
 
 

@@ -21,6 +21,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -189,7 +190,6 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     run_id = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
     model_id, fingerprint, kind = _model_facts(cfg.model)
     manifest = Manifest(cfg.dst, run_id, cfg.storage, cfg.shard_size)
-    arrivals: list[tuple[float, int]] = []
     with tempfile.TemporaryDirectory(prefix="colorize-run-") as work:
         plan = _plan(cfg, manifest, Path(work))
         config = yaml.safe_dump(to_dict(cfg), sort_keys=False).encode()
@@ -197,16 +197,17 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         for rows in decided_rows(plan, model_id, run_id):
             manifest.write_rows(rows)
         collector = Collector(plan, manifest)
+        steady = SteadyRate(plan.n_todo)
         if plan.n_todo:
             try:
                 blocks = write_plan_blocks(plan, manifest, cfg.task_batch_size)
                 fin = _Finish(cfg, model_id, fingerprint, kind)
-                _process(cfg, blocks, fin, collector, arrivals, plan.n_todo)
+                _process(cfg, blocks, fin, collector, steady)
             finally:
                 manifest.remove_plan()
         counts = finish(plan, manifest, collector, model_id)
     elapsed = time.perf_counter() - t_start
-    steady = steady_rate(arrivals, plan.n_todo)
+    rate = steady.rate()
     summary = {
         "run_id": run_id,
         "listed": plan.listed,
@@ -215,7 +216,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         **{s: counts.get(s, 0) for s in ("ok", "error", "skipped")},
         "seconds": round(elapsed, 2),
         "images_per_s": round(plan.n_todo / elapsed, 2) if elapsed else None,
-        "steady_images_per_s": round(steady, 2) if steady else None,  # see steady_rate
+        "steady_images_per_s": round(rate, 2) if rate else None,  # see SteadyRate
         "manifest": manifest.final_uri,
         "model_id": model_id,
     }
@@ -228,11 +229,10 @@ def _process(
     blocks: list[str],
     fin: _Finish,
     collector: Collector,
-    arrivals: list[tuple[float, int]],
-    total: int,
+    steady: SteadyRate,
 ) -> None:
     """The Ray Data pipeline over the plan's blocks (a decode task each), its rows streamed
-    into ``collector``; ``arrivals`` gets (time, rows so far) for every batch that arrives."""
+    into ``collector``, their arrivals into ``steady``."""
     import ray
     from ray.data import ActorPoolStrategy, DataContext, ExecutionResources, TaskPoolStrategy
     from tqdm import tqdm
@@ -255,13 +255,20 @@ def _process(
         )
     with DataContext.current(ctx):
         ds = ray.data.from_items([{"block": u} for u in blocks], override_num_blocks=len(blocks))
+        task = {"num_cpus": cfg.cpus_per_task, **slot, "compute": tasks}
+
+        def decode_block(batch: dict) -> Iterator[dict]:
+            """A plan block's rows, decoded ``task_batch_size`` at a time (a large archive's
+            blocks hold more: MAX_BLOCKS), each batch streamed out as it is done."""
+            rows = read_plan_blocks(batch["block"], storage)
+            for lo in range(0, len(rows["source_uri"]), cfg.task_batch_size):
+                yield decode({k: v[lo : lo + cfg.task_batch_size] for k, v in rows.items()})
+
         ds = ds.map_batches(
-            lambda b: decode(read_plan_blocks(b["block"], storage)),
+            decode_block,
             batch_size=None,  # a plan block per task
             batch_format="numpy",
-            num_cpus=cfg.cpus_per_task,
-            **slot,
-            compute=tasks,
+            **task,
             # task retries on a lost worker; an argument actors do not take, so Ray Data
             # never fuses decoding into the model actors (it would run serially there)
             max_retries=5,
@@ -278,26 +285,39 @@ def _process(
         ds = ds.map_batches(
             lambda b: fin(b),
             batch_size=None,  # a model task's output block per task
-            num_cpus=cfg.cpus_per_task,
-            **slot,
-            compute=tasks,
             batch_format="numpy",
+            **task,
         )
-        bar = tqdm(total=total, unit="img", disable=not cfg.progress, smoothing=0.1)
+        bar = tqdm(total=steady.total, unit="img", disable=not cfg.progress, smoothing=0.1)
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             collector.add(batch)
-            arrivals.append((time.perf_counter(), collector.rows))
+            steady.arrived(collector.rows)
             bar.update(batch.num_rows)
             bar.set_postfix(collector.counts)
         bar.close()
 
 
-def steady_rate(arrivals: list[tuple[float, int]], total: int) -> float | None:
+@dataclass
+class SteadyRate:
     """Images/s while the pipeline is full: from the arrival of the 10th to that of the 90th
-    percentile row (Ray's start, the model load and the last batches' drain left out)."""
-    lo = next((i for i, a in enumerate(arrivals) if a[1] >= 0.1 * total), None)
-    hi = next((i for i, a in enumerate(arrivals) if a[1] >= 0.9 * total), None)
-    if lo is None or hi is None or hi - lo < 4:  # too few arrivals to tell (a small run)
-        return None
-    lo, hi = arrivals[lo], arrivals[hi]
-    return (hi[1] - lo[1]) / (hi[0] - lo[0])
+    percentile row (Ray's start, the model load and the last batches' drain left out); kept
+    as it goes, whatever the archive's size."""
+
+    total: int
+    batches: int = 0
+    lo: tuple[float, int, int] | None = None  # (time, rows so far, batches so far)
+    hi: tuple[float, int, int] | None = None
+
+    def arrived(self, rows: int) -> None:
+        self.batches += 1
+        now = (time.perf_counter(), rows, self.batches)
+        if self.lo is None and rows >= 0.1 * self.total:
+            self.lo = now
+        if self.hi is None and rows >= 0.9 * self.total:
+            self.hi = now
+
+    def rate(self) -> float | None:
+        lo, hi = self.lo, self.hi
+        if lo is None or hi is None or hi[2] - lo[2] < 4:  # too few arrivals to tell
+            return None
+        return (hi[1] - lo[1]) / (hi[0] - lo[0])
