@@ -283,11 +283,3 @@ def lab_to_rgb_u8(L: np.ndarray, ab: np.ndarray) -> np.ndarray:
         _U8_THRESHOLDS,
         _U8_COARSE,
     )
-
-
-def is_grey(rgb: np.ndarray) -> bool:
-    """:func:`colorization.grey.is_grey_rgb`, the one definition of a grey photo; this name
-    stays only until ``pipeline/prepare_stage.py`` imports it from there."""
-    from colorization.grey import is_grey_rgb
-
-    return is_grey_rgb(rgb)

@@ -3,16 +3,10 @@
 list sources -> Ray Data tasks (read, decode, shorter side to ``size``, centre crop; masks
 -> a segmentation map in the one label space of :mod:`colorization.segmentation`; labels)
 -> an actor pool running the category teacher (ImageNet probabilities of each stored square)
--> ``DIR/part-*.parquet`` + ``DIR/dataset.json``. Every input gets a row with its status;
-readers take the ``ok`` rows. Epochs then stream these shards (:class:`ShardStream`) instead
-of decoding JPEGs.
-
-Columns: ``key``, ``uri``, ``status`` (ok / skipped / error), ``error``, ``warning`` (a mask
-that could not be used: the photo is kept without it), ``rgb`` (uint8 ``(S, S, 3)`` bytes),
-``seg`` (uint8 ``(S, S)`` bytes, class ids 0..132 or SEG_IGNORE; empty without a mask),
-``has_seg``, ``seg_source`` (which source gave the mask), ``labels`` (image-level label ids),
-``teacher`` (float16 ``(1000,)`` bytes, softmax of the teacher's ImageNet logits; empty when
-not computed).
+-> parquet shards + ``dataset.json`` in OUT, a folder or an ``s3://`` prefix (the format:
+:mod:`pipeline.prepared`). Every input gets a row with its status; training reads the ``ok``
+rows with Ray Data instead of decoding JPEGs every epoch. A ``warning`` is a mask that could
+not be used: the photo is kept without it.
 
 Masks: COCO json sources draw their instances; ``FORMAT:IMAGES=MASKS`` entries
 (:class:`MaskSource`) pair every image below IMAGES with the file of the same relative path
@@ -28,18 +22,17 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.dataset as pads
 from PIL import Image
 
-from colorization import color
 from colorization.coco import COCO_CATEGORY_IDS
+from colorization.grey import is_grey_photo
 from colorization.imageio import (
     DEFAULT_MAX_PIXELS,
     decode_image,
@@ -55,10 +48,12 @@ from colorization.segmentation import (
     decode_mask,
     map_mask,
 )
+from pipeline import prepared
 from pipeline.sources import (
     IMAGE_EXTENSIONS,
     Item,
     StorageOptions,
+    arrow_filesystem,
     coco_names,
     is_coco_annotation,
     is_s3,
@@ -203,11 +198,11 @@ def prepare_item(row: dict[str, Any], size: int, max_pixels: int, storage: Stora
         # COCO json masks use the stored orientation; other photos (and masks drawn on their
         # stored pixels) are shown EXIF-rotated
         orientation = 1 if row["image_id"] >= 0 else exif_orientation(im)
-        photo = orient(Image.fromarray(to_rgb_array(im)), orientation)
-        rgb = np.asarray(_square(photo, size, Image.BICUBIC))
-        if color.is_grey(rgb):
+        if is_grey_photo(im):  # the whole photo, as the tables stage and the evaluation judge
             out.update(status="skipped", error="grey image")
             return out
+        photo = orient(Image.fromarray(to_rgb_array(im)), orientation)
+        rgb = np.asarray(_square(photo, size, Image.BICUBIC))
         out["rgb"] = rgb.tobytes()
     except Exception as e:  # noqa: BLE001 - every input gets a row
         out.update(status="error", error=f"{type(e).__name__}: {e}", rgb=b"")
@@ -351,9 +346,6 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
     items = [it for _, it in listed]
     vocab = label_vocabulary(items, coco_names(cfg.sources))
     pairs, mask_counts = pair_masks(items, mask_sources, cfg.storage)
-    ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
 
     def fn(batch: dict[str, np.ndarray]) -> dict[str, list]:
         cols = list(batch.values())
@@ -361,10 +353,9 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
         outs = [prepare_item(r, cfg.size, cfg.max_pixels, cfg.storage) for r in rows]
         return {k: [o[k] for o in outs] for k in outs[0]}
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for old in [*out.glob("*.parquet"), out / "dataset.json"]:
-        old.unlink(missing_ok=True)
+    prepared.clear(cfg.out, cfg.storage)
+    filesystem, path = arrow_filesystem(cfg.out, cfg.storage)
+    filesystem.create_dir(path, recursive=True)
     n_blocks = max(1, min(len(items) // 16, 200))
     ds = ray.data.from_items(_item_rows(listed, vocab, pairs), override_num_blocks=n_blocks)
     # one CPU per task, half a CPU per actor: different resources, so Ray Data never fuses
@@ -380,17 +371,16 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
             batch_size=TEACHER_BATCH,
             batch_format="pyarrow",
         )
-    ds.write_parquet(str(out), min_rows_per_file=cfg.rows_per_file, row_group_size=32)
+    ds.write_parquet(
+        path, filesystem=filesystem, min_rows_per_file=cfg.rows_per_file, row_group_size=32
+    )
     columns = ["key", "status", "error", "warning", "has_seg", "seg_source"]
-    status = [
-        r
-        for f in sorted(out.glob("*.parquet"))
-        for r in pq.read_table(f, columns=columns).to_pylist()
-    ]
+    written = pads.dataset(path, filesystem=filesystem, format="parquet")
+    status = written.to_table(columns=columns).to_pylist()
     counts = {s: sum(r["status"] == s for r in status) for s in ("ok", "skipped", "error")}
     warnings = [{"key": r["key"], "warning": r["warning"]} for r in status if r["warning"]]
     summary = {
-        "format": "colorization.prepared/1",
+        "format": prepared.FORMAT,
         "size": cfg.size,
         "n_listed": len(items),
         **{f"n_{k}": v for k, v in counts.items()},
@@ -407,74 +397,5 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - t0, 2),
         "config": asdict(cfg),
     }
-    (out / "dataset.json").write_text(json.dumps(summary, indent=2, default=str))
+    prepared.write_dataset_info(cfg.out, summary, cfg.storage)
     return summary
-
-
-def read_dataset_info(directory: str | Path) -> dict[str, Any]:
-    path = Path(directory) / "dataset.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{directory}: no dataset.json; run `colorize prepare` first")
-    return json.loads(path.read_text())
-
-
-@dataclass
-class Sample:
-    rgb: np.ndarray  # (S, S, 3) uint8
-    seg: np.ndarray | None  # (S, S) uint8: class ids 0..132 or SEG_IGNORE; None: no mask
-    labels: list[int]
-    key: str
-    teacher: np.ndarray | None = None  # (1000,) float32 ImageNet probabilities; None: none
-
-
-class ShardStream:
-    """Streams the ``ok`` rows of a prepared dataset, one row group at a time.
-
-    Row groups are dealt to workers round-robin (``rank``/``world``) in an order shuffled per
-    epoch; rows are shuffled within a buffer of row groups. Memory holds a few row groups,
-    whatever the dataset's size."""
-
-    def __init__(self, directory: str | Path, rank: int = 0, world: int = 1, seed: int = 0):
-        self.files = sorted(Path(directory).glob("*.parquet"))
-        if not self.files:
-            raise FileNotFoundError(f"{directory}: no parquet shards")
-        self.info = read_dataset_info(directory)
-        self.size = int(self.info["size"])
-        self.groups = [
-            (f, g) for f in self.files for g in range(pq.ParquetFile(f).metadata.num_row_groups)
-        ]
-        self.rank, self.world, self.seed = rank, world, seed
-
-    def epoch(self, epoch: int, shuffle: bool = True, buffer_groups: int = 4) -> Iterator[Sample]:
-        rng = np.random.default_rng((self.seed, epoch))
-        order = rng.permutation(len(self.groups)) if shuffle else np.arange(len(self.groups))
-        if len(self.groups) >= self.world:
-            mine = [self.groups[i] for i in order[self.rank :: self.world]]
-            rows = slice(None)
-        else:  # fewer row groups than workers: every worker reads all, keeps its rows
-            mine, rows = [self.groups[i] for i in order], slice(self.rank, None, self.world)
-        buf: list[Sample] = []
-        for n, (f, g) in enumerate(mine, 1):
-            buf.extend(self._read_group(f, g)[rows])
-            if n % buffer_groups == 0 or n == len(mine):
-                if shuffle:
-                    rng.shuffle(buf)
-                yield from buf
-                buf = []
-
-    def _read_group(self, f: Path, g: int) -> list[Sample]:
-        pf = pq.ParquetFile(f)
-        columns = ["key", "status", "rgb", "seg", "labels"]
-        if "teacher" in pf.schema_arrow.names:  # datasets prepared before the teacher have none
-            columns.append("teacher")
-        s = self.size
-        out = []
-        for r in pf.read_row_group(g, columns=columns).to_pylist():
-            if r["status"] != "ok":
-                continue
-            rgb = np.frombuffer(r["rgb"], np.uint8).reshape(s, s, 3)
-            seg = np.frombuffer(r["seg"], np.uint8).reshape(s, s) if r["seg"] else None
-            t = r.get("teacher")
-            teacher = np.frombuffer(t, np.float16).astype(np.float32) if t else None
-            out.append(Sample(rgb, seg, list(r["labels"] or []), r["key"], teacher))
-        return out

@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 
 from colorization import color
 from colorization.checkpoint import (
+    TABLE,
     CheckpointError,
     checkpoints_newest_first,
     load_matching,
@@ -41,10 +43,11 @@ from colorization.metrics import colorfulness, psnr, ssim
 from colorization.models import create_model
 from colorization.models.efficientnet import NUM_IMAGENET_CLASSES
 from colorization.segmentation import NUM_SEG_CLASSES, SEG_IGNORE
-from colorization.shipped import resolve_model
+from colorization.shipped import DEFAULT_TEMPERATURE, resolve_model
 from colorization.tables import ColorTable
 from pipeline.config import save_config
-from pipeline.prepare_stage import Sample, ShardStream, read_dataset_info
+from pipeline.prepared import Sample, read_dataset_info, read_prepared, samples_of
+from pipeline.sources import StorageOptions, arrow_filesystem, is_s3, read_bytes
 
 
 @dataclass
@@ -82,11 +85,15 @@ class TrainConfig:
     checkpoint_every: int = 100
     log_every: int = 10
     val_images: int = 32
-    temperature: float = 0.38
+    temperature: float = DEFAULT_TEMPERATURE
     num_workers: int = 2
     use_gpu: bool = False
     amp: bool = True  # bfloat16 autocast on GPU
     threads_per_worker: int = 1
+    # CPUs Ray reserves for each worker of a CPU run (it runs threads_per_worker threads all
+    # the same): the rest of the node runs the Ray Data reading; workers that reserve every
+    # CPU leave the reading none and the run never starts
+    cpus_per_worker: float = 0.5
     storage_path: str = "runs"  # a folder or s3://bucket/prefix (checkpoints)
     storage_endpoint_url: str | None = None  # S3-compatible endpoint (else AWS variables)
     local_dir: str = "runs"  # config, progress and result files when storage is s3://
@@ -96,13 +103,6 @@ class TrainConfig:
     # a model to start from (shipped name, checkpoint or run directory): the weights whose
     # names and shapes fit are copied; a resumed run ignores it
     init_from: str | None = None
-
-
-def _table_path(tables: str | None) -> Path | None:
-    if tables is None:
-        return None
-    p = Path(tables)
-    return p / "classes.parquet" if p.is_dir() else p
 
 
 def build_model(cfg: TrainConfig, table: ColorTable | None, teacher: bool) -> torch.nn.Module:
@@ -141,26 +141,31 @@ def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any
 
 
 # --- data -----------------------------------------------------------------------------------
-#: row groups shuffled together: prepared shards keep each source's photos together (a
-#: row group of CamVid frames, one of Imagenette tench), so batches mix ~1,000 rows
-SHUFFLE_GROUPS = 32
+#: rows mixed on each worker: prepared shards keep each source's photos together (a shard of
+#: CamVid frames, one of Imagenette tench); the shards' order changes every epoch, and this
+#: buffer mixes about four of them
+SHUFFLE_ROWS = 1024
 
 
-def _batches(stream: ShardStream, cfg: TrainConfig) -> Iterator[dict]:
-    """Endless random-crop + flip batches from the worker's share of the shards."""
-    rng = np.random.default_rng((cfg.seed, stream.rank))
-    buf: list[Sample] = []
+def _batches(shard, cfg: TrainConfig, rank: int, size: int) -> Iterator[dict]:
+    """Endless random-crop + flip batches from this worker's share of the training dataset
+    (a Ray Data shard): every epoch the shards come in a new order and rows are mixed in a
+    buffer of ``SHUFFLE_ROWS``; the same seed gives the same batches."""
+    rng = np.random.default_rng((cfg.seed, rank))
     epoch = 0
     while True:
         n = 0
-        for s in stream.epoch(epoch, buffer_groups=SHUFFLE_GROUPS):
-            buf.append(s)
+        for batch in shard.iter_batches(
+            batch_size=cfg.batch_size,
+            batch_format="numpy",
+            drop_last=True,
+            local_shuffle_buffer_size=SHUFFLE_ROWS,
+            local_shuffle_seed=cfg.seed * 100_003 + epoch * 101 + rank,
+        ):
+            yield collate(samples_of(batch, size), cfg.crop, rng)
             n += 1
-            if len(buf) == cfg.batch_size:
-                yield collate(buf, cfg.crop, rng)
-                buf = []
         if n == 0:
-            raise ValueError(f"worker {stream.rank} got no training rows: too few row groups")
+            raise ValueError(f"worker {rank} got no training batch: fewer rows than workers")
         epoch += 1
 
 
@@ -201,17 +206,23 @@ def color_target(model, table: ColorTable | None, rgb: torch.Tensor, ab: torch.T
 
 
 # --- validation -----------------------------------------------------------------------------
-def validate(model, table, val: ShardStream | None, cfg: TrainConfig, device) -> dict[str, float]:
-    """PSNR / SSIM / colourfulness (|rg|,|yb| form) on centre crops of held-out images."""
-    if val is None:
-        return {}
-    samples = []
-    for s in val.epoch(0, shuffle=False):
-        samples.append(s)
-        if len(samples) == cfg.val_images:
+def validation_samples(shard, cfg: TrainConfig, size: int) -> list[Sample]:
+    """The first ``val_images`` rows of the validation dataset, in stored order (read once)."""
+    samples: list[Sample] = []
+    for batch in shard.iter_batches(batch_size=cfg.val_images, batch_format="numpy"):
+        samples.extend(samples_of(batch, size))
+        if len(samples) >= cfg.val_images:
             break
-    side = (min(val.size, 256) // 16) * 16
-    off = (val.size - side) // 2
+    return samples[: cfg.val_images]
+
+
+def validate(model, table, samples: list[Sample], cfg: TrainConfig, device) -> dict[str, float]:
+    """PSNR / SSIM / colourfulness (|rg|,|yb| form) on centre crops of held-out images."""
+    if not samples:
+        return {}
+    size = samples[0].rgb.shape[0]
+    side = (min(size, 256) // 16) * 16
+    off = (size - side) // 2
     rgb = torch.stack(
         [torch.from_numpy(s.rgb[off : off + side, off : off + side].copy()) for s in samples]
     )
@@ -254,17 +265,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     (run_dir / "pids").mkdir(parents=True, exist_ok=True)
     (run_dir / "pids" / f"rank{rank}.pid").write_text(str(os.getpid()))
 
-    table = ColorTable.load(_table_path(cfg.tables)) if cfg.tables else None
-    teacher = bool(read_dataset_info(cfg.data).get("teacher"))
-    model = build_model(cfg, table, teacher)
+    table: ColorTable | None = config["_table"]
+    model = build_model(cfg, table, config["_teacher"])
     opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup_steps, cfg.steps))
     restored = _restore(model, opt, sched, cfg, table, run_dir)
-    if restored is None and cfg.init_from:
-        copied, skipped = load_matching(model, resolve_model(cfg.init_from), table)
-        if rank == 0:
-            record = {"copied": len(copied), "skipped": skipped[:20], "n_skipped": len(skipped)}
-            _log(run_dir, {"event": "init_from", "model": cfg.init_from, **record})
+    if restored is None and config["_init"] is not None:
+        state = model.state_dict()
+        state.update(config["_init"])  # the tensors of init_from that fit (see train)
+        model.load_state_dict(state, strict=True)
     step = restored or 0
     model = ray.train.torch.prepare_model(model)
     raw = model.module if hasattr(model, "module") else model
@@ -276,8 +285,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         category_weight=cfg.loss.category,
         segmentation_weight=cfg.loss.segmentation,
     ).to(device)
-    batches = _batches(ShardStream(cfg.data, rank, world, cfg.seed), cfg)
-    val = ShardStream(cfg.val_data) if (cfg.val_data and rank == 0) else None
+    size = config["_size"]
+    batches = _batches(ray.train.get_dataset_shard("train"), cfg, rank, size)
+    val: list[Sample] = []
+    if cfg.val_data and rank == 0:
+        val = validation_samples(ray.train.get_dataset_shard("val"), cfg, config["_val_size"])
     amp = cfg.use_gpu and cfg.amp and torch.cuda.is_available()
     sums: dict[str, float] = {}
     t_last, n_last = time.perf_counter(), 0
@@ -319,6 +331,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 _log(run_dir, metrics)
                 print(json.dumps({k: round(v, 4) for k, v in metrics.items()}), flush=True)
             ray.train.report(metrics, checkpoint=checkpoint)
+            if checkpoint is not None:  # reported: Ray Train has copied it to storage
+                shutil.rmtree(checkpoint.path, ignore_errors=True)
 
 
 def _restore(model, opt, sched, cfg: TrainConfig, table, run_dir: Path) -> int | None:
@@ -356,7 +370,8 @@ def _checkpoint(model, table, opt, sched, step, config, metrics):
 
     d = tempfile.mkdtemp(prefix="ckpt-")
     state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step}
-    meta = {"step": step, "config": config, "metrics": metrics}
+    plain = {k: v for k, v in config.items() if not k.startswith("_")}
+    meta = {"step": step, "config": plain, "metrics": metrics}
     save_checkpoint(d, model, table, state, meta)
     return ray.train.Checkpoint.from_directory(d)
 
@@ -379,22 +394,44 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[0] if found else None
 
 
+def _data_storage(cfg: TrainConfig) -> StorageOptions:
+    return StorageOptions(endpoint_url=cfg.storage_endpoint_url)
+
+
 def _storage(cfg: TrainConfig):
     """(storage path for Ray, pyarrow filesystem or None, local run directory)."""
-    if not cfg.storage_path.startswith("s3://"):
+    if not is_s3(cfg.storage_path):
         storage = Path(cfg.storage_path).resolve()
         return str(storage), None, storage / cfg.name
-    from pyarrow.fs import S3FileSystem
+    fs, path = arrow_filesystem(cfg.storage_path, _data_storage(cfg))
+    return path, fs, Path(cfg.local_dir).resolve() / cfg.name
 
-    from pipeline.sources import StorageOptions
 
-    endpoint = StorageOptions(endpoint_url=cfg.storage_endpoint_url).resolved_endpoint()
-    kwargs: dict[str, Any] = {}
-    if endpoint:  # pyarrow does not read AWS_ENDPOINT_URL everywhere: pass it explicitly
-        scheme, _, host = endpoint.partition("://")
-        kwargs = {"endpoint_override": host, "scheme": scheme}
-    fs = S3FileSystem(**kwargs)
-    return cfg.storage_path[len("s3://") :], fs, Path(cfg.local_dir).resolve() / cfg.name
+def _load_table(cfg: TrainConfig) -> ColorTable | None:
+    """The colour table, read by the driver (a folder or ``s3://``) and sent to the workers."""
+    if not cfg.tables:
+        return None
+    uri = cfg.tables if cfg.tables.endswith(".parquet") else cfg.tables.rstrip("/") + "/" + TABLE
+    if not is_s3(uri):
+        return ColorTable.load(uri)
+    with tempfile.TemporaryDirectory() as d:
+        local = Path(d) / TABLE
+        local.write_bytes(read_bytes(uri, _data_storage(cfg)))
+        return ColorTable.load(local)
+
+
+def _init_weights(
+    cfg: TrainConfig, table: ColorTable | None, teacher: bool
+) -> dict[str, torch.Tensor] | None:
+    """The tensors of ``init_from`` that fit the configured model (names and shapes; the
+    colour head only with the same table), read by the driver and sent to the workers."""
+    if not cfg.init_from:
+        return None
+    model = build_model(cfg, table, teacher)
+    copied, skipped = load_matching(model, resolve_model(cfg.init_from), table)
+    print(f"init_from {cfg.init_from}: {len(copied)} tensors copied, skipped {skipped[:10]}")
+    own = model.state_dict()
+    return {k: own[k] for k in copied}
 
 
 def _with_absolute_paths(cfg: TrainConfig) -> TrainConfig:
@@ -415,26 +452,47 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run (or resume) a training run; returns the final metrics and checkpoint path."""
     import ray
     import ray.train
+    from ray.data import ExecutionOptions
     from ray.train.torch import TorchTrainer
 
     cfg = _with_absolute_paths(cfg)  # Ray Train workers run in another working directory
-    if cfg.init_from:  # a wrong name fails here, not on every worker
-        cfg = replace(cfg, init_from=str(resolve_model(cfg.init_from).resolve()))
     storage, filesystem, run_dir = _storage(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
-    ray.init(ignore_reinit_error=True, include_dashboard=False)
+    data_storage = _data_storage(cfg)
+    info = read_dataset_info(cfg.data, data_storage)
+    table = _load_table(cfg)
+    datasets = {"train": read_prepared(cfg.data, data_storage, shuffle_seed=cfg.seed)}
+    val_size = None
+    if cfg.val_data:
+        val_size = int(read_dataset_info(cfg.val_data, data_storage)["size"])
+        datasets["val"] = read_prepared(cfg.val_data, data_storage).limit(cfg.val_images)
     resume = latest_checkpoint(run_dir)  # the workers restore it (see _restore)
     if resume is not None:
         print(f"resuming {cfg.name} from {resume} (step {read_meta(resume).get('step')})")
-    config = dict(asdict(cfg), _run_dir=str(run_dir))
+    config = dict(
+        asdict(cfg),
+        _run_dir=str(run_dir),
+        _table=table,
+        _teacher=bool(info.get("teacher")),
+        _size=int(info["size"]),
+        _val_size=val_size,
+        _init=None if resume is not None else _init_weights(cfg, table, bool(info.get("teacher"))),
+    )
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
+        datasets=datasets,
+        # only the training data is split among the workers; in stored order, the split is
+        # the same for the same seed (the shards' order is what changes per epoch)
+        dataset_config=ray.train.DataConfig(
+            datasets_to_split=["train"],
+            execution_options=ExecutionOptions(preserve_order=True),
+        ),
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.num_workers,
             use_gpu=cfg.use_gpu,
-            resources_per_worker={"CPU": cfg.threads_per_worker} if not cfg.use_gpu else None,
+            resources_per_worker={"CPU": cfg.cpus_per_worker} if not cfg.use_gpu else None,
         ),
         run_config=ray.train.RunConfig(
             name=cfg.name,

@@ -13,11 +13,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import ray.data
 from PIL import Image
 
-from colorization import color
+from colorization.grey import is_grey_photo
 from colorization.segmentation import SEG_CLASS_NAMES, SEG_IGNORE, decode_mask, map_mask
-from pipeline.prepare_stage import MaskSource, PrepareConfig, Sample, ShardStream, prepare
+from pipeline.prepare_stage import MaskSource, PrepareConfig, prepare
+from pipeline.prepared import Sample, read_dataset_info, read_prepared, samples_of
+from pipeline.sources import StorageOptions
 from tests.shared_paths import SHARED_DATA
 
 SIZE = 64
@@ -114,6 +117,15 @@ def all_rows(out: Path, columns=("key", "status", "error", "labels", "has_seg"))
     ]
 
 
+def read_samples(out: Path | str, **kw) -> list[Sample]:
+    """Every ok row of a prepared dataset, through the training stage's reader."""
+    size = int(read_dataset_info(str(out), kw.get("storage", StorageOptions()))["size"])
+    ds = read_prepared(str(out), **kw)
+    return [
+        s for b in ds.iter_batches(batch_size=64, batch_format="numpy") for s in samples_of(b, size)
+    ]
+
+
 def folder_keys(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
@@ -162,7 +174,7 @@ def test_grey_coco_images_are_skipped(prepared, coco):
     grey = {
         im["file_name"]
         for im in coco["images"]
-        if color.is_grey(np.asarray(Image.open(COCO_IMAGES / im["file_name"]).convert("RGB")))
+        if is_grey_photo(Image.open(COCO_IMAGES / im["file_name"]))
     }
     assert grey, "coco-tiny train2017 is expected to hold at least one grey photo"
     assert grey <= set(skipped)
@@ -201,7 +213,7 @@ def test_label_vocabulary_and_row_labels(prepared, inputs, coco):
 @pytest.mark.timeout(120)
 def test_stream_yields_images_seg_maps_and_labels(prepared, coco):
     out, summary = prepared
-    samples = list(ShardStream(out).epoch(0, shuffle=False))
+    samples = read_samples(out)
     assert len(samples) == summary["n_ok"]
     coco_keys = {im["file_name"] for im in coco["images"]}
     paired = {f"{k}.jpg" for k in (*COCO128_PAIRED, *CAMVID_FRAMES)} | {f"{ROTATED}.png"}
@@ -232,7 +244,7 @@ def test_stream_yields_images_seg_maps_and_labels(prepared, coco):
 def test_stored_pixels_are_the_photo(prepared):
     """The stored square is the centre of the photo (same channel order and orientation)."""
     out, _ = prepared
-    samples = {s.key: s for s in ShardStream(out).epoch(0, shuffle=False)}
+    samples = {s.key: s for s in read_samples(out)}
     for key in sorted(k for k in samples if (COCO_IMAGES / k).is_file())[:5]:
         im = Image.open(COCO_IMAGES / key).convert("RGB")
         side = min(im.size)
@@ -249,21 +261,30 @@ def test_stored_pixels_are_the_photo(prepared):
 
 @pytest.mark.ray
 @pytest.mark.timeout(120)
-def test_two_ranks_cover_every_row_once_per_epoch(prepared):
+def test_every_epoch_reads_every_row_once_in_a_new_order_set_by_the_seed(prepared):
     out, summary = prepared
     ok = sorted(r["key"] for r in all_rows(out) if r["status"] == "ok")
-    streams = [ShardStream(out, rank=r, world=2, seed=3) for r in range(2)]
-    assert len(streams[0].groups) >= 4, "the test needs several row groups"
-    orders = []
-    for epoch in (0, 1):
-        keys = [[s.key for s in st.epoch(epoch)] for st in streams]
-        assert keys[0] and keys[1]
-        assert not set(keys[0]) & set(keys[1])
-        assert sorted(keys[0] + keys[1]) == ok
-        orders.append(keys[0] + keys[1])
-    assert orders[0] != orders[1]
-    again = [s.key for st in streams for s in st.epoch(0)]
-    assert again == orders[0]  # the same epoch replays in the same order
+    assert len(list(out.glob("*.parquet"))) >= 3, "the test needs several shards"
+
+    def epochs(seed: int, n: int) -> list[list[str]]:
+        ds = read_prepared(str(out), columns=["key"], shuffle_seed=seed)
+        return [[str(k) for b in ds.iter_batches(batch_format="numpy") for k in b["key"]]
+                for _ in range(n)]  # fmt: skip
+
+    # in stored order, as the training stage reads it (its DataConfig preserves the order)
+    ctx = ray.data.DataContext.get_current()
+    before = ctx.execution_options.preserve_order
+    ctx.execution_options.preserve_order = True
+    try:
+        first = epochs(3, 4)
+        again, other = epochs(3, 4), epochs(4, 4)
+    finally:
+        ctx.execution_options.preserve_order = before
+    for keys in first:
+        assert sorted(keys) == ok
+    assert len({tuple(keys) for keys in first}) > 1  # epochs differ (3 shards: 6 orders)
+    assert again == first  # the same seed replays the same epochs
+    assert other != first
 
 
 # --- segmentation maps --------------------------------------------------------------------------
@@ -289,7 +310,7 @@ def paired_files() -> list[tuple[str, Path, Path, str]]:
 
 @pytest.fixture(scope="module")
 def samples(prepared) -> dict[str, Sample]:
-    return {s.key: s for s in ShardStream(prepared[0]).epoch(0, shuffle=False)}
+    return {s.key: s for s in read_samples(prepared[0])}
 
 
 @pytest.mark.ray
@@ -401,7 +422,7 @@ def test_without_teacher(ray_local, inputs, tmp_path):
     )  # fmt: skip
     summary = prepare(cfg)
     assert summary["teacher"] is None and summary["n_ok"] == summary["n_seg"] == 4
-    got = list(ShardStream(tmp_path).epoch(0))
+    got = read_samples(tmp_path)
     assert len(got) == 4 and all(s.teacher is None and s.seg.shape == (32, 32) for s in got)
 
 

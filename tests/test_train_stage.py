@@ -200,33 +200,60 @@ def test_stopped_run_resumes_when_rerun(workdir):
     assert max(r["step"] for r in records if "step" in r) == 60
 
 
-@pytest.mark.timeout(400)
-def test_checkpoints_in_object_storage_and_resume_from_there(workdir, s3_bucket):
-    """storage_path s3://...: checkpoints land in the (loopback) bucket, and a re-run with
-    more steps resumes from the checkpoint Ray Train finds there."""
+@pytest.mark.timeout(600)
+def test_trains_from_object_storage_alone_and_a_killed_worker_resumes(workdir, s3_bucket):
+    """The prepared shards, the colour table and the checkpoints all in a (loopback) bucket,
+    nothing on a shared folder: two workers read their shares with Ray Data; killing one
+    restarts the group from the last checkpoint; a re-run with more steps resumes from the
+    checkpoint Ray Train finds in the bucket."""
     from tests.conftest import FAKE_AWS_ENV
 
+    env = dict(ENV, **FAKE_AWS_ENV)
+    ann = require(COCO_TINY / "annotations" / "instances_train2017.json")
+    for src, dest in ((str(ann), "train"), (str(COCO_TINY / "val2017"), "val")):
+        proc = subprocess.run(
+            [COLORIZE, "prepare", src, "--out", s3_bucket.uri(dest), "--size", "48",
+             "--endpoint-url", s3_bucket.endpoint, "--teacher", "none"],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = (workdir / "tables" / "classes.parquet").read_bytes()
+    s3_bucket.client.put_object(Bucket=s3_bucket.name, Key="tables/classes.parquet", Body=table)
     over = dict(
         suffix="s3",
-        steps=20,
+        steps=40,
         checkpoint_every=10,
+        data=s3_bucket.uri("train"),
+        val_data=s3_bucket.uri("val"),
+        tables=s3_bucket.uri("tables"),
         storage_path=s3_bucket.uri("runs"),
         storage_endpoint_url=s3_bucket.endpoint,
         local_dir=str(workdir / "runs"),
     )
     cfg = _config(workdir, "cls-afm", **over)
-    env = dict(ENV, **FAKE_AWS_ENV)
-    for steps in (20, 30):
-        proc = subprocess.run(
-            [COLORIZE, "train", "--config", str(cfg), f"steps={steps}"],
-            env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = "cls-afm-s3"
+    proc = _start_train(cfg, env=env)
+    try:
+        _wait_for(workdir, run, lambda r: checkpointed(r, 10), proc, timeout=300)
+        pid = int((workdir / "runs" / run / "pids" / "rank1.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out[-3000:]
+    assert_resumed(_progress(workdir, run), 10, 40)
+    assert not list((workdir / "runs" / run).rglob("*.parquet")), "no local copy of the data"
+
+    proc = subprocess.run(
+        [COLORIZE, "train", "--config", str(cfg), "steps=50"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     listed = s3_bucket.client.list_objects_v2(Bucket=s3_bucket.name, Prefix="runs/cls-afm-s3/")
     keys = [o["Key"] for o in listed.get("Contents", [])]
     assert sum(k.endswith("/model.safetensors") for k in keys) >= 2, keys
-    result = json.loads((workdir / "runs" / "cls-afm-s3" / "result.json").read_text())
+    result = json.loads((workdir / "runs" / run / "result.json").read_text())
     assert result["checkpoint"].startswith(f"s3://{s3_bucket.name}/runs/cls-afm-s3/")
-    starts = [r for r in _progress(workdir, "cls-afm-s3") if r.get("event") == "start"]
-    assert starts[0]["restored_from"] is None and starts[-1]["restored_from"] == 20
-    assert result["metrics"]["step"] == 30
+    starts = [r for r in _progress(workdir, run) if r.get("event") == "start"]
+    assert starts[-1]["restored_from"] == 40
+    assert result["metrics"]["step"] == 50
