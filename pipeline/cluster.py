@@ -36,3 +36,13 @@ def task_slot_options() -> dict:
     import ray
 
     return {"resources": {TASK_SLOT: 1}} if ray.cluster_resources().get(TASK_SLOT) else {}
+
+
+def require_ray(stage: str) -> None:
+    """A stage's first step: it runs on the caller's Ray application and starts none."""
+    import ray
+
+    if not ray.is_initialized():
+        raise RuntimeError(
+            f"{stage} runs on the caller's Ray: call ray.init() or pipeline.cluster.connect() first"
+        )

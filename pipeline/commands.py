@@ -379,4 +379,5 @@ def demo(
     and all of them on one contact sheet."""
     from pipeline.demo import run_demo
 
+    connect()
     typer.echo(run_demo(out, model))

@@ -335,6 +335,9 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
     import ray
     from ray.data import ActorPoolStrategy
 
+    from pipeline.cluster import require_ray
+
+    require_ray("prepare")
     t0 = time.perf_counter()
     teacher = teacher_info(cfg.teacher)
     mask_sources = [MaskSource.parse(spec) for spec in cfg.masks]

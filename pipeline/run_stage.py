@@ -237,10 +237,9 @@ def _process(
     from ray.data import ActorPoolStrategy, DataContext, ExecutionResources, TaskPoolStrategy
     from tqdm import tqdm
 
-    from pipeline.cluster import task_slot_options
+    from pipeline.cluster import require_ray, task_slot_options
 
-    if not ray.is_initialized():
-        raise RuntimeError("the archive job runs on the caller's Ray: pipeline.cluster.connect()")
+    require_ray("the archive job")
     if _single_local_node():
         _check_fits(cfg, ray.cluster_resources().get("CPU", 0.0))
     slot = task_slot_options()

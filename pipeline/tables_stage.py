@@ -133,10 +133,12 @@ def build_tables(cfg: TablesConfig) -> dict[str, Any]:
     """Run the stage; returns the report (also written to ``out/report.json``)."""
     import ray
 
+    from pipeline.cluster import require_ray
+
     t0 = time.perf_counter()
     grid = AbGrid(cfg.params.grid, cfg.params.ab_max)
     items = list_sources(cfg.sources, cfg.storage, cfg.images_dir)
-    ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+    require_ray("building the tables")
     cpus = int(ray.cluster_resources().get("CPU", 1))
     shards = make_shards(items, cfg.shards, cpus)
     results = _run_shards(cfg, shards, grid)

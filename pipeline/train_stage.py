@@ -455,6 +455,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     from ray.data import ExecutionOptions
     from ray.train.torch import TorchTrainer
 
+    from pipeline.cluster import require_ray
+
+    require_ray("training")
     cfg = _with_absolute_paths(cfg)  # Ray Train workers run in another working directory
     storage, filesystem, run_dir = _storage(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
