@@ -5,8 +5,8 @@
 
 The config is a :class:`pipeline.prepare_stage.PrepareConfig` in YAML; ``key=value`` overrides
 any field (``size=288``, ``out=...``). ``sources`` may be local folders, globs, ``s3://``
-prefixes or local COCO json files; ``out`` is a local folder that Ray Data's writers and the
-driver must all see (on a multi-node cluster: a shared volume). Inputs that fail get an
+prefixes or local COCO json files; ``out`` is a folder or an ``s3://`` prefix, where Ray Data's
+writers on every node put the shards (no shared volume needed). Inputs that fail get an
 ``error`` row and are counted, not fatal (exit 0, as ``colorize prepare``).
 """
 

@@ -4,10 +4,11 @@
         python -m jobs.train --config jobs/configs/train_seg_1x8gpu.yaml [key=value ...]
 
 The config is a :class:`pipeline.train_stage.TrainConfig` in YAML; ``key=value`` overrides any
-field (``num_workers=16``, ``model.base_width=32``). ``storage_path`` may be ``s3://`` (the
-checkpoints); ``data``, ``val_data`` and ``tables`` are local paths every Ray Train worker must
-see (on a multi-node cluster: a shared volume). Submitting the same config again (same
-``storage_path`` and ``name``) resumes the run. Exit status 0 when training finished.
+field (``num_workers=16``, ``model.base_width=32``). ``data``, ``val_data``, ``tables`` and
+``storage_path`` (the checkpoints) are each a folder or an ``s3://`` prefix: the workers read
+their shares of the data with Ray Data and the driver sends them the table, so no node needs a
+shared volume. Submitting the same config again (same ``storage_path`` and ``name``) resumes
+the run. Exit status 0 when training finished.
 """
 
 from __future__ import annotations
