@@ -31,7 +31,7 @@ from colorization.inference import rgb_to_model_input
 from colorization.losses import ColorizationLoss
 from colorization.models import list_models
 from colorization.tables import ColorTable
-from pipeline.prepare_stage import Sample
+from pipeline.prepared import Sample
 from pipeline.train_stage import ModelConfig, TrainConfig, build_model, collate, color_target
 
 REPO = Path(__file__).resolve().parents[1]

@@ -51,7 +51,7 @@ EndpointOpt = Annotated[
 @command(tables_app, "build", TABLES_COMMANDS)
 def tables_build(
     sources: Annotated[list[str], typer.Argument(help="folders, globs, s3:// prefixes, COCO json")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="output directory")],
+    out: Annotated[str, typer.Option("--out", "-o", help="folder or s3://bucket/prefix")],
     grid: Annotated[float, typer.Option(help="spacing of the colour classes (ab units)")] = _TABLE[
         "grid"
     ],
@@ -99,7 +99,7 @@ def tables_build(
     for f in report["failures"][:20]:
         typer.echo(f"failed: {f['uri']}: {f['error']}", err=True)
     if report["n_failed"] > 20:
-        typer.echo(f"... {report['n_failed'] - 20} more in {out / 'report.json'}", err=True)
+        typer.echo(f"... {report['n_failed'] - 20} more in {out}/report.json", err=True)
 
 
 @command(tables_app, "show", TABLES_COMMANDS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +25,15 @@ from colorization.abgrid import AbGrid
 from colorization.imageio import DEFAULT_MAX_PIXELS, decode_image
 from colorization.stats import image_stats
 from colorization.tables import ColorTable, TableParams
-from pipeline.sources import Item, StorageOptions, coco_names, list_sources, read_bytes
+from pipeline.sources import (
+    Item,
+    StorageOptions,
+    coco_names,
+    join_uri,
+    list_sources,
+    read_bytes,
+    write_bytes,
+)
 
 
 @dataclass
@@ -158,25 +167,29 @@ def build_tables(cfg: TablesConfig) -> dict[str, Any]:
         "shards": len(shards),
         "failures": failures,
     }
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if report["n_ok"] > 0:
-        table = ColorTable.from_histogram(
-            hist,
-            cfg.params,
-            source=",".join(cfg.sources),
-            n_images=report["n_ok"],
-            n_failed=report["n_failed"],
-        )
-        table.save(out / "classes.parquet")
-        report.update(num_classes=table.num_classes, fingerprint=table.fingerprint)
-    write_histograms(out, grid, hist, cats, cfg)
-    report["seconds"] = round(time.perf_counter() - t0, 3)
-    report["images_per_s"] = round(len(items) / max(report["seconds"], 1e-3), 2)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    (out / "config.yaml").write_text(yaml.safe_dump(_plain(asdict(cfg)), sort_keys=False))
+    with tempfile.TemporaryDirectory() as tmp:
+        # written whole in a local folder, then put in OUT (a folder or an s3:// prefix)
+        out = Path(tmp)
+        if report["n_ok"] > 0:
+            table = ColorTable.from_histogram(
+                hist,
+                cfg.params,
+                source=",".join(cfg.sources),
+                n_images=report["n_ok"],
+                n_failed=report["n_failed"],
+            )
+            table.save(out / "classes.parquet")
+            report.update(num_classes=table.num_classes, fingerprint=table.fingerprint)
+        write_histograms(out, grid, hist, cats, cfg)
+        report["seconds"] = round(time.perf_counter() - t0, 3)
+        report["images_per_s"] = round(len(items) / max(report["seconds"], 1e-3), 2)
+        (out / "report.json").write_text(json.dumps(report, indent=2))
+        (out / "config.yaml").write_text(yaml.safe_dump(_plain(asdict(cfg)), sort_keys=False))
+        for f in sorted(out.iterdir()):
+            write_bytes(join_uri(cfg.out, f.name), f.read_bytes(), cfg.storage)
     if report["n_ok"] == 0:
-        raise ValueError(f"no usable image among {len(items)} listed; see {out / 'report.json'}")
+        where = join_uri(cfg.out, "report.json")
+        raise ValueError(f"no usable image among {len(items)} listed; see {where}")
     return report
 
 

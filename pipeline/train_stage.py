@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from colorization import color
 from colorization.checkpoint import (
@@ -37,7 +38,7 @@ from colorization.checkpoint import (
     read_meta,
     save_checkpoint,
 )
-from colorization.inference import colorize_batch, rgb_to_model_input
+from colorization.inference import colorize_images, rgb_to_model_input
 from colorization.losses import ColorizationLoss
 from colorization.metrics import colorfulness, psnr, ssim
 from colorization.models import create_model
@@ -216,24 +217,21 @@ def validation_samples(shard, cfg: TrainConfig, size: int) -> list[Sample]:
     return samples[: cfg.val_images]
 
 
-def validate(model, table, samples: list[Sample], cfg: TrainConfig, device) -> dict[str, float]:
+def validate(model, table, samples: list[Sample], cfg: TrainConfig) -> dict[str, float]:
     """PSNR / SSIM / colourfulness (|rg|,|yb| form) on centre crops of held-out images."""
     if not samples:
         return {}
     size = samples[0].rgb.shape[0]
     side = (min(size, 256) // 16) * 16
     off = (size - side) // 2
-    rgb = torch.stack(
-        [torch.from_numpy(s.rgb[off : off + side, off : off + side].copy()) for s in samples]
-    )
-    rgb = rgb.permute(0, 3, 1, 2).float().div(255).to(device)
-    L, _ = rgb_to_model_input(rgb)
+    crops = [Image.fromarray(s.rgb[off : off + side, off : off + side]) for s in samples]
     was_training = model.training
     model.eval()
-    out = colorize_batch(model, L, table, cfg.temperature)
+    # the inference path of the CLI, the evaluation and the archive job (at saturation 1)
+    outs = colorize_images(model, table, crops, side, cfg.temperature, len(crops), 1.0)
     model.train(was_training)
-    pred = color.to_uint8(out.permute(0, 2, 3, 1).cpu().numpy())
-    true = (rgb.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    pred = [np.asarray(o.convert("RGB")) for o in outs]
+    true = [np.asarray(c) for c in crops]
     return {
         "val_psnr": float(np.mean([psnr(p, t) for p, t in zip(pred, true, strict=True)])),
         "val_ssim": float(np.mean([ssim(p, t) for p, t in zip(pred, true, strict=True)])),
@@ -325,7 +323,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             sums, t_last, n_last = {}, time.perf_counter(), 0
             checkpoint = None
             if (step % cfg.checkpoint_every == 0 or last) and rank == 0:
-                metrics.update(validate(raw, table, val, cfg, device))
+                metrics.update(validate(raw, table, val, cfg))
                 checkpoint = _checkpoint(raw, table, opt, sched, step, config, metrics)
             if rank == 0:
                 _log(run_dir, metrics)

@@ -28,7 +28,7 @@ import pytest
 
 from colorization.shipped import DEFAULT_MODEL
 from tests.archive_fixtures import write_bad_inputs, write_grey_copies
-from tests.conftest import FAKE_AWS_ENV, require
+from tests.conftest import FAKE_AWS_ENV, S3Bucket, make_bucket, require
 from tests.shared_paths import REPO, SHARED_DATA
 from tests.train_progress import assert_resumed, checkpointed, read_progress
 
@@ -212,12 +212,14 @@ def wait_job(address: str, job_id: str, timeout: float = 420) -> str:
     )
 
 
-def _train_overrides(work: Path, name: str, steps: int, every: int) -> list[str]:
-    """A cluster training config (``train_seg_*.yaml``) scaled down: 2 CPU workers, a tiny model."""
+def _train_overrides(work: Path, bucket: S3Bucket, name: str, steps: int, every: int) -> list[str]:
+    """A cluster training config (``train_seg_*.yaml``) scaled down: 2 CPU workers, a tiny model,
+    its data and table in the loopback bucket (no folder shared by the nodes)."""
     return [
-        f"data={work / 'prepared' / 'train'}",
-        f"val_data={work / 'prepared' / 'val'}",
-        f"tables={work / 'tables'}",
+        f"data={bucket.uri('prepared/train')}",
+        f"val_data={bucket.uri('prepared/val')}",
+        f"tables={bucket.uri('tables')}",
+        f"storage_endpoint_url={bucket.endpoint}",
         "model.base_width=8",
         "crop=32",
         "batch_size=4",
@@ -237,41 +239,53 @@ def _train_overrides(work: Path, name: str, steps: int, every: int) -> list[str]
 
 
 @pytest.fixture(scope="module")
-def work(cluster, tmp_path_factory) -> Path:
-    """Prepared shards and colour tables of coco-tiny, made by the prepare and tables jobs."""
+def bucket(s3_server) -> S3Bucket:
+    """The loopback bucket the stages share their data through, as on a cluster."""
+    return make_bucket(s3_server)
+
+
+@pytest.fixture(scope="module")
+def work(cluster, bucket, tmp_path_factory) -> Path:
+    """Prepared shards and colour tables of coco-tiny in the bucket, made by the prepare and
+    tables jobs; the folder holds the runs."""
     ann = require(COCO / "annotations" / "instances_train2017.json")
     w = tmp_path_factory.mktemp("stages")
-    out = submit(
+    endpoint = f"storage.endpoint_url={bucket.endpoint}"
+    for src, dest in ((ann, "train"), (COCO / "val2017", "val")):
+        out = submit(
+            cluster.address,
+            "prepare",
+            "prepare_coco_s3.yaml",
+            f"sources=[{src}]",
+            f"out={bucket.uri('prepared/' + dest)}",
+            "size=48",
+            endpoint,
+        )
+    keys = [o["Key"] for o in bucket.client.list_objects_v2(Bucket=bucket.name)["Contents"]]
+    assert any(k.startswith("prepared/train/") and k.endswith(".parquet") for k in keys), out
+    submit(
         cluster.address,
-        "prepare",
-        "prepare_coco_s3.yaml",
+        "tables",
+        "tables_coco_s3.yaml",
         f"sources=[{ann}]",
-        f"out={w / 'prepared' / 'train'}",
-        "size=48",
+        f"out={bucket.uri('tables')}",
+        endpoint,
     )
-    assert sorted((w / "prepared" / "train").glob("*.parquet")), out[-2000:]
-    submit(
-        cluster.address,
-        "prepare",
-        "prepare_coco_s3.yaml",
-        f"sources=[{COCO / 'val2017'}]",
-        f"out={w / 'prepared' / 'val'}",
-        "size=48",
+    report = json.loads(
+        bucket.client.get_object(Bucket=bucket.name, Key="tables/report.json")["Body"].read()
     )
-    submit(
-        cluster.address, "tables", "tables_coco_s3.yaml", f"sources=[{ann}]", f"out={w / 'tables'}"
-    )
-    report = json.loads((w / "tables" / "report.json").read_text())
-    assert report["n_ok"] >= 78 and (w / "tables" / "classes.parquet").exists()
+    assert report["n_ok"] >= 78 and "tables/classes.parquet" in {
+        o["Key"] for o in bucket.client.list_objects_v2(Bucket=bucket.name)["Contents"]
+    }
     return w
 
 
-def test_train_eval_and_run_as_ray_jobs(cluster, work, tmp_path):
+def test_train_eval_and_run_as_ray_jobs(cluster, work, bucket, tmp_path):
     submit(
         cluster.address,
         "train",
         "train_seg_1x8gpu.yaml",
-        *_train_overrides(work, "seg-cluster", 6, 3),
+        *_train_overrides(work, bucket, "seg-cluster", 6, 3),
     )
     result = json.loads((work / "runs" / "seg-cluster" / "result.json").read_text())
     assert result["metrics"]["step"] == 6
@@ -346,7 +360,7 @@ def test_run_job_survives_a_killed_worker_node(cluster, tmp_path):
     assert all(Path(r["output_uri"]).stat().st_size > 0 for r in rows)
 
 
-def test_train_job_survives_a_killed_worker_node(cluster, work):
+def test_train_job_survives_a_killed_worker_node(cluster, work, bucket):
     """Both Ray Train workers run on the only worker node; it is killed after a checkpoint and
     a new node joins: the worker group restarts there from that checkpoint and finishes. (The
     two-node training config, scaled down: the other test runs the one-node config.)"""
@@ -355,7 +369,7 @@ def test_train_job_survives_a_killed_worker_node(cluster, work):
         cluster.address,
         "train",
         "train_seg_2nodes.yaml",
-        *_train_overrides(work, "seg-node-kill", 40, 10),
+        *_train_overrides(work, bucket, "seg-node-kill", 40, 10),
     )
     doomed = cluster.nodes[-1]
     deadline = time.time() + 300
