@@ -70,11 +70,11 @@ def _config(workdir: Path, name: str, encoder: str = "scratch", **over) -> Path:
     return path
 
 
-def _start_train(cfg: Path, **popen) -> subprocess.Popen:
+def _start_train(cfg: Path, env: dict | None = None, **popen) -> subprocess.Popen:
     """``colorize train --config cfg`` in the background, output captured."""
     return subprocess.Popen(
         [COLORIZE, "train", "--config", str(cfg)],
-        env=ENV,
+        env=env or ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
