@@ -17,6 +17,12 @@
   area under that curve normalised to [0, 1] (trapezoid rule over the thresholds, divided by
   150): 1 when every pixel's ab is exact. The counts are weighted sums, so one curve can pool
   the pixels of a whole set and weight them (class rebalancing: :mod:`colorization.evaluation`).
+- :func:`warping_error`, :class:`FlickerMeter`: the flicker of a video, the warping error of Lai
+  et al. (ECCV 2018), "Learning Blind Video Temporal Consistency": the previous output frame
+  warped onto the current one along the optical flow of the grey input frames, and the squared
+  RGB difference (values in [0, 1], summed over the channels) averaged over the pixels that
+  the flow says are visible in both frames (:func:`colorization.flow.visible`), then over the
+  frame pairs. 0 for colour that moves exactly with the picture.
 """
 
 from __future__ import annotations
@@ -136,3 +142,75 @@ def auc_of_counts(counts: np.ndarray) -> float:
 def ab_auc(truth: np.ndarray, output: np.ndarray, weights: np.ndarray | None = None) -> float:
     """Zhang et al.'s AuC of one output against its original (``weights``: per pixel, optional)."""
     return auc_of_counts(error_counts(ab_error(truth, output), weights))
+
+
+#: the warping error's flow is computed on the grey frames scaled to at most this many pixels
+#: on the longer side (Farneback's flow: another method than the stabilizer's DIS, so that the
+#: metric does not share its errors), then resampled to the frames' full resolution
+WARP_FLOW_SIDE = 480
+
+
+def frame_flow(
+    prev_grey: np.ndarray, grey: np.ndarray, flow_side: int | None = WARP_FLOW_SIDE
+) -> tuple[np.ndarray, np.ndarray]:
+    """The flow from the current grey frame to the previous one at full resolution
+    ``(H, W, 2)``, and the bool ``(H, W)`` mask of the current frame's pixels visible in both
+    (:func:`colorization.flow.visible`); grey frames uint8 ``(H, W)``."""
+    # OpenCV loads only when a video is measured: the archive job's workers import this module
+    # for colourfulness alone
+    from colorization import flow as fl
+
+    size = fl.fit_side(grey.shape, flow_side)
+    a, b = fl.shrink(grey, size), fl.shrink(prev_grey, size)
+    fw = fl.resize_flow(fl.farneback_flow(a, b), grey.shape[:2])
+    bw = fl.resize_flow(fl.farneback_flow(b, a), grey.shape[:2])
+    return fw, fl.visible(fw, bw)
+
+
+def warping_error(
+    prev_out: np.ndarray, out: np.ndarray, flow: np.ndarray, mask: np.ndarray
+) -> float:
+    """Lai et al.'s warping error of one frame pair: uint8 RGB ``(H, W, 3)`` outputs, ``flow``
+    and ``mask`` from :func:`frame_flow` (current -> previous). With no visible pixel, the
+    mean over all pixels (as their code does)."""
+    from colorization.flow import warp
+
+    warped, _ = warp(np.asarray(prev_out, np.float32) / 255.0, flow)
+    diff2 = ((np.asarray(out, np.float32) / 255.0 - warped) ** 2).sum(-1)
+    n = int(mask.sum())
+    return float(diff2[mask].sum() / n) if n else float(diff2.mean())
+
+
+class FlickerMeter:
+    """The warping error of one or more videos of the same grey frames (a colorization, its
+    original, another colorization), fed a frame at a time: one flow per frame pair serves all.
+
+    >>> meter = FlickerMeter(2)
+    >>> for grey, a, b in frames:  # doctest: +SKIP
+    ...     meter.add(grey, a, b)
+    >>> meter.values  # doctest: +SKIP
+    [0.0012, 0.0034]
+    """
+
+    def __init__(self, videos: int = 1, flow_side: int | None = WARP_FLOW_SIDE):
+        self.flow_side = flow_side
+        self._sums = [0.0] * videos
+        self.pairs = 0
+        self._prev: tuple[np.ndarray, tuple[np.ndarray, ...]] | None = None
+
+    def add(self, grey: np.ndarray, *frames: np.ndarray) -> None:
+        """The next grey frame uint8 ``(H, W)`` and each video's uint8 RGB frame."""
+        if len(frames) != len(self._sums):
+            raise ValueError(f"expected {len(self._sums)} frames, got {len(frames)}")
+        if self._prev is not None:
+            prev_grey, prev_frames = self._prev
+            flow, mask = frame_flow(prev_grey, grey, self.flow_side)
+            for i, (p, f) in enumerate(zip(prev_frames, frames, strict=True)):
+                self._sums[i] += warping_error(p, f, flow, mask)
+            self.pairs += 1
+        self._prev = (grey, frames)
+
+    @property
+    def values(self) -> list[float]:
+        """Each video's mean warping error over the frame pairs so far (NaN before two frames)."""
+        return [s / self.pairs if self.pairs else float("nan") for s in self._sums]

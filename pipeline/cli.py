@@ -15,6 +15,8 @@ from typer.core import TyperGroup
 #: the commands themselves are in :mod:`pipeline.commands`, loaded only when one runs
 COMMANDS = {
     "image": "Colorize photos on this computer; the results are PNG files of the same size.",
+    "video": "Colorize video files; the colour follows the motion instead of flickering, "
+    "and the sound is kept.",
     "run": "Colorize a whole archive (a folder or an S3 bucket) into another, with a record "
     "of every photo; a rerun resumes where it stopped.",
     "demo": "Colorize the sample photos that come with the package and show before and after.",

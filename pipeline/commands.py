@@ -16,6 +16,7 @@ import typer
 
 from colorization.shipped import DEFAULT_MODEL, DEFAULT_SATURATION, DEFAULT_TEMPERATURE
 from colorization.tables import TableParams
+from colorization.videofiles import DEFAULT_CODEC
 from pipeline.cli import COMMANDS, TABLES_COMMANDS
 from pipeline.cluster import connect
 from pipeline.run_stage import RunConfig
@@ -222,6 +223,62 @@ def image_cmd(
         typer.echo(f"{path} -> {dest}")
     if failed:
         raise typer.Exit(1)
+
+
+@command(app, "video", COMMANDS)
+def video_cmd(
+    inputs: Annotated[list[Path], typer.Argument(help="video files (mp4, mov, mkv, avi, webm)")],
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("colorized"),
+    model: ModelOpt = DEFAULT_MODEL,
+    temperature: TemperatureOpt = None,
+    saturation: SaturationOpt = None,
+    stabilize: Annotated[
+        bool,
+        typer.Option(
+            "--stabilize/--no-stabilize",
+            help="carry colour along the motion so it does not flicker (off: each frame alone)",
+        ),
+    ] = True,
+    codec: Annotated[
+        str, typer.Option(help="FFmpeg video encoder, e.g. libx265 or libvpx-vp9")
+    ] = DEFAULT_CODEC,
+) -> None:
+    """Each output has the input's name, size, frame rate, duration, rotation and sound, in
+    OUT (a .webm input gives .mkv unless the codec is a WebM one). A colour video is made grey
+    first. Frames per second and the time left are shown as it goes; a JSON line per video
+    says what was done. A video that cannot be read leaves no output."""
+    from colorization.shipped import load
+    from colorization.video import VideoError, colorize_video
+    from colorization.videofiles import output_path
+
+    net, table, _ = load(model)
+    failed = 0
+    for path in inputs:
+        dest = output_path(path, out, codec)
+        try:
+            result = colorize_video(
+                path, dest, net, table, temperature=temperature, saturation=saturation,
+                stabilize=stabilize, codec=codec, progress=_progress_line(path.name),
+            )  # fmt: skip
+        except VideoError as e:
+            typer.echo(f"\nerror: {e}", err=True)
+            failed += 1
+            continue
+        typer.echo("", err=True)
+        typer.echo(json.dumps(result.as_dict()))
+    if failed:
+        raise typer.Exit(1)
+
+
+def _progress_line(name: str) -> Callable:
+    """A progress callback that rewrites one line on stderr: frames, frames/s, time left."""
+
+    def show(p) -> None:
+        total = f"/{p.total}" if p.total else ""
+        left = "" if p.eta_s is None else f", {p.eta_s:.0f} s left"
+        typer.echo(f"\r{name}: {p.frames}{total} frames, {p.fps:.1f}/s{left}", err=True, nl=False)
+
+    return show
 
 
 @command(app, "eval", COMMANDS)

@@ -66,3 +66,36 @@ def test_colorfulness_of_photo_is_in_the_usual_range(photo_pair):
     a, grey = photo_pair
     assert 5 < colorfulness(a) < 150
     assert colorfulness(grey) < 1.0
+
+
+def _moving(t: int, h: int = 72, w: int = 96) -> np.ndarray:
+    """uint8 RGB: a smooth coloured pattern moved 3 px right per frame."""
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    xs = xs - 3 * t
+    g = 128 + 60 * np.sin(xs / 6.0) * np.cos(ys / 8.0) + 40 * np.sin((xs + ys) / 13.0)
+    return np.clip(np.stack([g, 0.7 * g + 40, 230 - 0.6 * g], -1), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.timeout(60)
+def test_warping_error_is_near_zero_for_consistent_colour_and_large_for_flicker():
+    """Lai et al.'s warping error on a translated pattern: the video itself is consistent
+    (its colour moves with the picture); the same frames with a colour cast that changes
+    every frame flicker (a shift of d levels in one channel costs (d / 255)^2 where it
+    changes)."""
+    from colorization import color
+    from colorization.flow import grey_u8
+    from colorization.metrics import FlickerMeter
+
+    rng = np.random.default_rng(0)
+    meter = FlickerMeter(2)
+    for t in range(8):
+        rgb = _moving(t)
+        cast = rng.choice([-20, 20], size=3)
+        flicker = np.clip(rgb.astype(int) + cast, 0, 255).astype(np.uint8)
+        meter.add(grey_u8(color.lightness_u8(rgb)), rgb, flicker)
+    consistent, flickering = meter.values
+    assert meter.pairs == 7
+    assert consistent < 1e-3  # what flow and bilinear sampling miss of a perfect translation
+    assert flickering > 0.02 and flickering > 30 * consistent  # about 0.037 expected
+    with pytest.raises(ValueError):
+        meter.add(np.zeros((72, 96), np.uint8), _moving(0))

@@ -1,0 +1,444 @@
+"""Colorize video files, with colour that follows the motion instead of flickering.
+
+A video goes through the one inference path of the photos (:mod:`colorization.inference`),
+frame by frame, between a PyAV decoder and encoder (PyAV's wheels bring FFmpeg):
+
+1. each decoded frame -> its Lab L, all the model sees (a colour source is thus made grey
+   first, as the evaluation makes its photos grey);
+2. the model's chroma for a batch of frames (:func:`~colorization.inference.model_chroma`, at
+   the model's own temperature and saturation unless given);
+3. stabilization (:class:`Stabilizer`, ``stabilize=True``): the previous frame's output chroma
+   is carried along the optical flow of the grey frames onto the current frame and blended
+   with the current prediction, pixel by pixel, by how far the flow can be trusted there;
+   a shot cut (:class:`ShotCuts`) starts afresh;
+4. the chroma joined with the frame's own full-resolution L
+   (:func:`colorization.pixels.finish_np`) and encoded: H.264 (``libx264``, yuv420p) unless
+   another codec is named, with the input's size, timestamps (so its frame rate and
+   duration), display matrix (rotation) and colour tags, and every audio stream of the input
+   copied packet for packet. Data and subtitle streams are not carried.
+
+The output is written to a hidden file beside the destination and renamed onto it once
+complete: a destination either does not exist or holds a whole video. A video that cannot be
+read, decodes fewer frames than its header declares, or cannot be written raises
+:class:`VideoError` and leaves no output. ``docs/video.md`` says why the stabilization is
+built this way and what it measures.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from torch import nn
+
+from colorization import flow as fl
+from colorization.inference import model_chroma
+from colorization.metrics import FlickerMeter, colorfulness
+from colorization.pixels import finish_np, lightness_np, resize
+from colorization.tables import ColorTable
+from colorization.videofiles import CRF, DEFAULT_CODEC
+
+#: the mean colourfulness is taken on every frame, sampled to at most this many px a side
+_COLOURFULNESS_SIDE = 640
+
+
+class VideoError(Exception):
+    """A video that cannot be colorized: not a video, broken, truncated, or a format or codec
+    this build of FFmpeg cannot read or write. The message says which and where."""
+
+
+@dataclass(frozen=True)
+class StabilizerParams:
+    """How colour is carried from frame to frame (:class:`Stabilizer`, :class:`ShotCuts`)."""
+
+    #: flow and blending run on frames scaled to at most this many px on the longer side
+    work_side: int = 320
+    #: the carried colour's weight where the flow is fully trusted; the current prediction
+    #: keeps the rest, so errors carried along fade (to 1/e in about 1 / (1 - carry) frames)
+    carry: float = 0.85
+    #: forward-backward flow inconsistency (px at the working size) at which trust is 1/e
+    fb_sigma: float = 1.0
+    #: L difference after warping (Lab units, after removing the frame's median difference,
+    #: a global change of brightness) at which trust is 1/e
+    l_sigma: float = 8.0
+    #: a shot cut is a change of this much of the grey histogram (total variation, 0..1)
+    cut: float = 0.5
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a video stands: frames done of ``total`` (None when the header does not say),
+    frames per second so far and the estimated seconds left (None without a total)."""
+
+    frames: int
+    total: int | None
+    fps: float
+    eta_s: float | None
+
+
+@dataclass
+class VideoResult:
+    """What :func:`colorize_video` did: one row of a manifest."""
+
+    source: str
+    output: str
+    frames: int
+    fps: float  # frames per second of the video (its average rate)
+    duration: float  # seconds, of the written output
+    width: int
+    height: int
+    rotation: int  # degrees counter-clockwise, from the display matrix
+    shots: int  # 1 + the shot cuts found
+    seconds: float  # wall time of the colorization
+    colorfulness: float  # mean over frames (Hasler-Suesstrunk, metrics.colorfulness)
+    flicker: float | None  # warping error of the output (metrics.FlickerMeter), if measured
+    stabilized: bool
+    codec: str
+    audio_streams: int
+    settings: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- shot cuts and stabilization ---------------------------------------------------------------
+class ShotCuts:
+    """Shot cuts from the grey frames: a cut is where the 32-bin histogram of the grey frame
+    changes by at least ``threshold`` in total variation (half the L1 distance of the
+    normalised histograms: 0 for the same distribution, 1 for disjoint ones). Motion and the
+    flicker of an old film's exposure move the histogram little (under 0.3 between the frames
+    of the clips of ``../shared/data/video``); a cut to another scene moves it more."""
+
+    BINS = 32
+
+    def __init__(self, threshold: float = StabilizerParams.cut):
+        self.threshold = threshold
+        self._prev: np.ndarray | None = None
+        self.cuts = 0
+
+    @classmethod
+    def histogram(cls, grey: np.ndarray) -> np.ndarray:
+        """Normalised ``(BINS,)`` histogram of a uint8 grey frame."""
+        h = np.bincount(grey.ravel() >> 3, minlength=cls.BINS).astype(np.float64)
+        return h / h.sum()
+
+    def __call__(self, grey: np.ndarray) -> bool:
+        """Whether the frame ``grey`` starts a new shot (never the first frame)."""
+        h = self.histogram(grey)
+        cut = self._prev is not None and 0.5 * np.abs(h - self._prev).sum() >= self.threshold
+        self._prev = h
+        self.cuts += bool(cut)
+        return bool(cut)
+
+
+class Stabilizer:
+    """Carries a video's chroma along the optical flow, one frame at a time, at the working
+    size (:attr:`StabilizerParams.work_side`).
+
+    For frame t with predicted chroma ``c_t``: the flow from t to t-1 (DIS, fast preset) on
+    the grey frames warps the previous output chroma ``s_{t-1}`` onto frame t; the output is
+    ``s_t = w * warped + (1 - w) * c_t`` with ``w = carry * trust``, where ``trust`` in [0, 1]
+    falls with the forward-backward inconsistency of the flow (occlusions, new content, flow
+    errors) and with the L difference that remains after warping; pixels whose source lies
+    outside the previous frame, and every pixel after a shot cut, take the prediction alone.
+    """
+
+    def __init__(self, params: StabilizerParams = StabilizerParams()):
+        self.params = params
+        self._flow = fl.DisFlow("fast")
+        self._prev: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def reset(self) -> None:
+        self._prev = None
+
+    def trust(self, grey: np.ndarray, L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(flow from this frame to the previous one ``(h, w, 2)``, trust ``(h, w)`` in
+        [0, 1]) for grey frame ``grey`` uint8 and its L float32, both at the working size."""
+        p = self.params
+        prev_grey, prev_L, _ = self._prev
+        fw, bw = self._flow(grey, prev_grey), self._flow(prev_grey, grey)
+        warped_L, inside = fl.warp(prev_L, fw)
+        dL = L - warped_L
+        dL -= np.median(dL)
+        z = (fl.fb_error(fw, bw) / p.fb_sigma) ** 2 + (dL / p.l_sigma) ** 2
+        return fw, np.exp(-z) * inside
+
+    def __call__(self, grey: np.ndarray, L: np.ndarray, chroma: np.ndarray, cut: bool = False):
+        """This frame's stabilized chroma ``(2, h, w)`` from its prediction ``chroma``
+        ``(2, h, w)`` and its grey frame and L ``(h, w)``, all at the working size."""
+        if cut:
+            self.reset()
+        out = chroma
+        if self._prev is not None:
+            fw, trust = self.trust(grey, L)
+            warped, _ = fl.warp(np.ascontiguousarray(np.moveaxis(self._prev[2], 0, -1)), fw)
+            w = (self.params.carry * trust).astype(np.float32)
+            out = w * np.moveaxis(warped, -1, 0) + (1.0 - w) * chroma
+        self._prev = (grey, L, out)
+        return out
+
+
+# --- the video file --------------------------------------------------------------------------
+def _open_input(src: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+    try:
+        inp = av.open(str(src))
+    except (av.FFmpegError, OSError) as e:
+        raise VideoError(f"cannot be read as a video: {e}") from e
+    if not inp.streams.video:
+        inp.close()
+        raise VideoError("no video stream")
+    video = inp.streams.video[0]
+    video.thread_type = "AUTO"
+    return inp, video
+
+
+def _display_matrix(src: Path) -> tuple[int, list[int] | None]:
+    """(rotation in degrees counter-clockwise, the raw display matrix or None) of the video's
+    first frame: read before the output is opened, since the muxer writes the matrix into
+    the header."""
+    inp, video = _open_input(src)
+    with inp:
+        frame = next(inp.decode(video), None)
+    if frame is None:
+        raise VideoError("no video frame could be decoded")
+    sd = frame.side_data.get("DISPLAYMATRIX")
+    matrix = None if sd is None else [int(v) for v in np.frombuffer(bytes(sd), np.int32)]
+    return frame.rotation, matrix
+
+
+@dataclass
+class _Streams:
+    """An open input and output: the video streams of both, and which output stream copies
+    each audio stream (input stream index -> output stream)."""
+
+    inp: av.container.InputContainer
+    video: av.video.stream.VideoStream
+    out: av.container.OutputContainer
+    vout: av.video.stream.VideoStream
+    audio: dict
+
+
+def _open_output(
+    tmp: Path,
+    inp: av.container.InputContainer,
+    video: av.video.stream.VideoStream,
+    codec: str,
+    matrix: list[int] | None,
+) -> _Streams:
+    """The output container: a video stream with the input's size, rate, time base, colour
+    tags and display matrix, and a copy of each audio stream."""
+    mp4 = tmp.suffix.lower() in (".mp4", ".mov")
+    out = av.open(str(tmp), "w", options={"movflags": "+faststart"} if mp4 else {})
+    try:
+        options = {"crf": str(CRF)} if codec in ("libx264", "libx265") else {}
+        rate = video.average_rate or video.guessed_rate or Fraction(25)
+        vout = out.add_stream(codec, rate=rate, options=options)
+        vout.width, vout.height, vout.pix_fmt = video.width, video.height, "yuv420p"
+        vout.time_base = video.time_base
+        vout.codec_context.time_base = video.time_base
+        for tag in ("colorspace", "color_range", "color_primaries", "color_trc"):
+            setattr(vout.codec_context, tag, getattr(video.codec_context, tag))
+        if matrix is not None:
+            vout.set_display_matrix(matrix)
+        audio = {a.index: out.add_stream_from_template(a) for a in inp.streams.audio}
+    except (av.FFmpegError, ValueError) as e:
+        out.close()
+        raise VideoError(f"cannot write {codec} and this input's audio to {tmp.suffix}: {e}") from e
+    return _Streams(inp, video, out, vout, audio)
+
+
+def _frames(s: _Streams) -> Iterator[av.VideoFrame]:
+    """The video's decoded frames, muxing each audio packet into the output unchanged on the
+    way; a read or decoding error is a :class:`VideoError` that says after which frame."""
+    n = 0
+    try:
+        for packet in s.inp.demux(s.video, *s.inp.streams.audio):
+            if packet.stream.index in s.audio:
+                if packet.dts is not None:  # the demuxer's empty flush packets carry none
+                    packet.stream = s.audio[packet.stream.index]
+                    s.out.mux(packet)
+                continue
+            for frame in packet.decode():
+                n += 1
+                yield frame
+    except av.FFmpegError as e:
+        raise VideoError(f"broken or truncated: reading failed after {n} frames: {e}") from e
+
+
+def _rgb(frame: av.VideoFrame) -> np.ndarray:
+    """A decoded frame -> uint8 RGB ``(H, W, 3)``, by its own colour matrix and range."""
+    rng = frame.color_range or None
+    return frame.to_ndarray(format="rgb24", src_color_range=rng, dst_color_range=None)
+
+
+def _encode_frame(rgb: np.ndarray, like: av.VideoFrame, vout) -> av.VideoFrame:
+    """uint8 RGB -> a frame of the encoder's format and colour tags, at ``like``'s time."""
+    ctx = vout.codec_context
+    new = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
+        format=vout.pix_fmt,
+        dst_colorspace=ctx.colorspace or None,
+        dst_color_range=ctx.color_range or None,
+    )
+    new.pts, new.time_base = like.pts, like.time_base
+    return new
+
+
+def _batches(frames: Iterator, n: int, limit: int | None) -> Iterator[list]:
+    batch = []
+    for i, f in enumerate(frames):
+        if limit is not None and i >= limit:
+            break
+        batch.append(f)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _Colorizer:
+    """Model chroma -> (stabilized) output RGB for a batch of decoded frames."""
+
+    def __init__(self, model, table, temperature, saturation, size, stabilize, params):
+        self.model, self.table, self.size = model, table, size
+        self.temperature, self.saturation = temperature, saturation
+        self.device = next(model.parameters()).device
+        self.stabilizer = Stabilizer(params) if stabilize else None
+        self.cuts = ShotCuts(params.cut)
+        self.work_side = params.work_side
+
+    def __call__(self, rgbs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """uint8 RGB frames -> [(full-resolution grey uint8, output RGB uint8)]."""
+        Ls, smalls = zip(*(lightness_np(rgb, self.size) for rgb in rgbs), strict=True)
+        L_batch = torch.from_numpy(np.stack(smalls)[:, None]).to(self.device)
+        chromas = model_chroma(
+            self.model, L_batch, self.table, self.temperature, self.saturation
+        ).cpu()
+        done = []
+        for L, chroma in zip(Ls, chromas.float().numpy(), strict=True):
+            work = fl.fit_side(L.shape, self.work_side)
+            L_work = fl.shrink(L, work)
+            grey_work = fl.grey_u8(L_work)
+            cut = self.cuts(grey_work)
+            if self.stabilizer is not None:
+                chroma = self.stabilizer(grey_work, L_work, resize(chroma, work), cut)
+            out = finish_np(L, chroma, self.model.output_kind)
+            done.append((fl.grey_u8(L), np.asarray(out)))
+        return done
+
+
+def colorize_video(
+    src: str | Path,
+    dest: str | Path,
+    model: nn.Module,
+    table: ColorTable | None,
+    *,
+    temperature: float | None = None,
+    saturation: float | None = None,
+    stabilize: bool = True,
+    codec: str = DEFAULT_CODEC,
+    size: int = 256,
+    batch_size: int = 8,
+    max_frames: int | None = None,
+    measure: bool = True,
+    params: StabilizerParams = StabilizerParams(),
+    progress: Callable[[Progress], None] | None = None,
+) -> VideoResult:
+    """Colorize the video file ``src`` into ``dest`` (see the module doc); returns its
+    :class:`VideoResult`. ``size``: the model's input side; ``max_frames``: stop after so many
+    frames (the output is that long); ``measure``: the output's warping error into the
+    result (a Farneback flow per frame pair, about as costly as the stabilization); ``progress``:
+    called after every batch. Raises :class:`VideoError` (and leaves no output) for a video
+    that cannot be read or written."""
+    src, dest = Path(src), Path(dest)
+    colorizer = _Colorizer(model, table, temperature, saturation, size, stabilize, params)
+    tmp = dest.with_name(f".{dest.stem}.partial{dest.suffix}")
+    start = time.perf_counter()
+    try:
+        try:
+            av.codec.Codec(codec, "w")
+        except (av.FFmpegError, ValueError) as e:
+            raise VideoError(f"no encoder {codec!r} in this FFmpeg build: {e}") from e
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        rotation, matrix = _display_matrix(src)
+        inp, video = _open_input(src)
+        with inp:
+            fps = float(video.average_rate or video.guessed_rate or 0)
+            width, height = video.width, video.height
+            streams = _open_output(tmp, inp, video, codec, matrix)
+            n_audio = len(streams.audio)
+            with streams.out:
+                stats = _transcode(streams, colorizer, batch_size, max_frames, measure, progress)
+        with av.open(str(tmp)) as check:  # the finished file reads back: its duration
+            duration = (check.duration or 0) / av.time_base
+        os.replace(tmp, dest)
+    except (VideoError, av.FFmpegError) as e:
+        tmp.unlink(missing_ok=True)
+        raise VideoError(f"{src}: {e}") from e
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return VideoResult(
+        source=str(src),
+        output=str(dest),
+        fps=fps,
+        duration=duration,
+        width=width,
+        height=height,
+        rotation=rotation,
+        seconds=time.perf_counter() - start,
+        stabilized=stabilize,
+        codec=codec,
+        audio_streams=n_audio,
+        settings={"temperature": temperature, "saturation": saturation, "size": size}
+        | (asdict(params) if stabilize else {}),
+        **stats,
+    )
+
+
+def _transcode(
+    s: _Streams,
+    colorizer: _Colorizer,
+    batch_size: int,
+    max_frames: int | None,
+    measure: bool,
+    progress: Callable[[Progress], None] | None,
+) -> dict:
+    """Decode, colorize and encode every frame; returns the result's frames, shots, mean
+    colourfulness and flicker."""
+    start = time.perf_counter()
+    total = s.video.frames or None
+    if max_frames is not None:
+        total = min(total or max_frames, max_frames)
+    meter = FlickerMeter(1) if measure else None
+    n, colour = 0, 0.0
+    for batch in _batches(_frames(s), batch_size, max_frames):
+        for frame, (grey, rgb) in zip(batch, colorizer([_rgb(f) for f in batch]), strict=True):
+            s.out.mux(s.vout.encode(_encode_frame(rgb, frame, s.vout)))
+            k = max(1, math.ceil(max(rgb.shape[:2]) / _COLOURFULNESS_SIDE))
+            colour += colorfulness(rgb[::k, ::k])
+            if meter is not None:
+                meter.add(grey, rgb)
+        n += len(batch)
+        if progress is not None:
+            fps = n / max(time.perf_counter() - start, 1e-9)
+            progress(Progress(n, total, fps, None if total is None else max(total - n, 0) / fps))
+    if n == 0:
+        raise VideoError("no video frame could be decoded")
+    if max_frames is None and s.video.frames and n < s.video.frames:
+        raise VideoError(f"truncated or broken: {n} of {s.video.frames} frames decoded")
+    s.out.mux(s.vout.encode(None))
+    return {
+        "frames": n,
+        "shots": 1 + colorizer.cuts.cuts,
+        "colorfulness": colour / n,
+        "flicker": meter.values[0] if meter is not None and meter.pairs else None,
+    }

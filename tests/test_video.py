@@ -1,0 +1,266 @@
+"""Video colorization (colorization/video.py, flow.py, videofiles.py, ``colorize video``): a real
+clip from ``../shared/data/video`` and small videos encoded here with PyAV."""
+
+from __future__ import annotations
+
+import hashlib
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from colorization import flow as fl
+from colorization.video import (
+    ShotCuts,
+    Stabilizer,
+    StabilizerParams,
+    VideoError,
+    colorize_video,
+)
+from colorization.videofiles import output_path
+from tests.conftest import DATA, require
+
+pytestmark = pytest.mark.timeout(120)
+
+REALSHORT = DATA / "video" / "realshort.mp4"
+
+
+# --- helpers -------------------------------------------------------------------------------------
+def pattern(t: int, h: int = 64, w: int = 96, shift: int = 2) -> np.ndarray:
+    """uint8 RGB ``(h, w, 3)``: a smooth textured pattern moved ``shift`` px right per frame."""
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    xs = xs - shift * t
+    grey = 128 + 60 * np.sin(xs / 5.0) * np.cos(ys / 7.0) + 40 * np.sin((xs + ys) / 11.0)
+    rgb = np.stack([grey, grey * 0.8 + 30, 255 - grey], -1)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def write_video(
+    path: Path,
+    frames: list[np.ndarray],
+    rate: int = 25,
+    rotation: int | None = None,
+    audio: bool = False,
+    faststart: bool = False,
+) -> Path:
+    """Encode RGB frames as H.264 (with a 440 Hz AAC tone, a rotation tag) with PyAV."""
+    options = {"movflags": "+faststart"} if faststart else {}
+    with av.open(str(path), "w", options=options) as out:
+        v = out.add_stream("libx264", rate=rate)
+        v.height, v.width = frames[0].shape[:2]
+        v.pix_fmt = "yuv420p"
+        if rotation is not None:
+            v.set_display_rotation(rotation)
+        a = out.add_stream("aac", rate=16000) if audio else None
+        for i, rgb in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            f.pts = i
+            out.mux(v.encode(f))
+        out.mux(v.encode(None))
+        if a is not None:
+            n = 16000 * len(frames) // rate
+            tone = np.sin(2 * np.pi * 440 * np.arange(n) / 16000).astype(np.float32)[None]
+            af = av.AudioFrame.from_ndarray(tone, format="fltp", layout="mono")
+            af.sample_rate, af.pts = 16000, 0
+            out.mux(a.encode(af))
+            out.mux(a.encode(None))
+    return path
+
+
+def probe(path: Path) -> dict:
+    """What the output must keep: size, frame times, rate, duration, rotation, audio bytes."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        info = {"size": (v.width, v.height), "rate": v.average_rate, "tb": v.time_base}
+        frames = list(c.decode(v))
+        info["times"] = [float(f.pts * f.time_base) for f in frames]
+        info["rotation"] = frames[0].rotation
+        info["duration"] = c.duration / av.time_base
+    with av.open(str(path)) as c:
+        digest, n = hashlib.sha256(), 0
+        for p in c.demux(*c.streams.audio):
+            if p.size:
+                digest.update(bytes(p))
+                n += 1
+        info["audio"] = (n, digest.hexdigest())
+    return info
+
+
+def decode_rgb(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+@pytest.fixture(scope="module")
+def model():
+    from colorization.shipped import load
+
+    net, table, _ = load()
+    return net, table
+
+
+@pytest.fixture(scope="module")
+def realshort_runs(model, tmp_path_factory):
+    """realshort (320x240, 36 frames, AAC sound) colorized frame by frame and stabilized."""
+    src = require(REALSHORT)
+    out = tmp_path_factory.mktemp("realshort")
+    seen = []
+    runs = {
+        stab: colorize_video(src, out / f"{stab}.mp4", *model, stabilize=stab, progress=seen.append)
+        for stab in (False, True)
+    }
+    return src, runs, seen
+
+
+# --- the file: what is kept ----------------------------------------------------------------------
+def test_real_clip_keeps_size_times_duration_and_sound(realshort_runs):
+    src, runs, seen = realshort_runs
+    want = probe(src)
+    for result in runs.values():
+        got = probe(Path(result.output))
+        assert got["size"] == want["size"] == (result.width, result.height) == (320, 240)
+        assert got["times"] == pytest.approx(want["times"], abs=1e-4)  # same frames, same times
+        assert len(got["times"]) == result.frames == 36
+        assert got["rate"] == want["rate"]
+        assert got["duration"] == pytest.approx(want["duration"], abs=0.002)
+        assert got["audio"] == want["audio"] and want["audio"][0] > 0  # every packet, same bytes
+        assert result.audio_streams == 1 and result.shots == 1
+        assert result.fps == pytest.approx(float(want["rate"]))
+        assert result.colorfulness > 5 and result.flicker is not None
+    assert not list(Path(runs[True].output).parent.glob(".*partial*"))
+    # progress after every batch of 8: frames/s and the time left to the 36th frame
+    assert [p.frames for p in seen[:5]] == [8, 16, 24, 32, 36]
+    assert all(p.total == 36 and p.fps > 0 for p in seen)
+    assert seen[0].eta_s > 0 and seen[4].eta_s == 0
+
+
+def test_stabilized_real_clip_flickers_less_with_the_same_colours(realshort_runs):
+    from colorization.metrics import psnr
+
+    _, runs, _ = realshort_runs
+    assert runs[True].flicker < runs[False].flicker
+    a, b = decode_rgb(Path(runs[False].output)), decode_rgb(Path(runs[True].output))
+    assert np.mean([psnr(x, y) for x, y in zip(a, b, strict=True)]) > 30
+    assert runs[True].colorfulness == pytest.approx(runs[False].colorfulness, rel=0.1)
+
+
+def test_rotation_and_sound_of_a_synthetic_video_are_kept(model, tmp_path):
+    src = write_video(tmp_path / "in.mp4", [pattern(t) for t in range(6)], rotation=90, audio=True)
+    result = colorize_video(src, tmp_path / "out" / "in.mp4", *model, batch_size=4)
+    want, got = probe(src), probe(Path(result.output))
+    assert want["rotation"] == got["rotation"] == result.rotation == 90
+    assert got["audio"] == want["audio"] and want["audio"][0] > 0
+    assert got["times"] == pytest.approx(want["times"]) and got["size"] == (96, 64)
+    assert got["rate"] == Fraction(25)
+
+
+def test_a_grey_source_is_colorized_and_keeps_its_lightness(model, tmp_path):
+    from colorization import color
+
+    grey = [np.repeat(pattern(t)[..., :1], 3, -1) for t in range(5)]
+    src = write_video(tmp_path / "grey.mkv", grey)
+    result = colorize_video(src, output_path(src, tmp_path / "out"), *model, measure=False)
+    assert result.output.endswith("grey.mkv") and result.flicker is None
+    before, after = decode_rgb(src), decode_rgb(Path(result.output))
+    assert len(after) == 5
+    L0 = color.lightness_u8(before[2])
+    L1 = color.lightness_u8(after[2])
+    assert np.abs(L0 - L1).mean() < 1.5  # its own L, through two lossy encodings
+    ab = color.rgb_to_lab(after[2])[..., 1:]
+    assert np.abs(ab).mean() > 2  # colour where there was none
+
+
+# --- what must fail, and leave nothing -----------------------------------------------------------
+def test_broken_videos_raise_a_clear_error_and_leave_no_output(model, tmp_path):
+    noise = np.random.default_rng(0).integers(0, 256, (12, 64, 96, 3), dtype=np.uint8)
+    good = write_video(tmp_path / "good.mp4", list(noise), faststart=True)  # header first
+    data = good.read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: int(len(data) * 0.6)])  # the header, 60% of frames
+    (tmp_path / "garbage.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
+    (tmp_path / "empty.mov").write_bytes(b"")
+    (tmp_path / "text.avi").write_text("not a video\n" * 50)
+    out = tmp_path / "out"
+    for name, says in [
+        ("cut.mp4", "truncated"),
+        ("garbage.mp4", "cannot be read as a video"),
+        ("empty.mov", "cannot be read as a video"),
+        ("text.avi", "cannot be read as a video"),
+    ]:
+        with pytest.raises(VideoError, match=says) as err:
+            colorize_video(tmp_path / name, out / name, *model, measure=False, batch_size=4)
+        assert str(err.value).startswith(str(tmp_path / name))
+    with pytest.raises(VideoError, match="no encoder"):
+        colorize_video(good, out / "good.mp4", *model, codec="no-such-codec")
+    assert not out.exists() or not list(out.iterdir())
+
+
+# --- shot cuts and the stabilizer on their own -----------------------------------------------------
+def test_shot_cut_detection_finds_a_synthetic_cut():
+    other = [np.roll(255 - pattern(t), 17, axis=0) // 2 for t in range(6)]  # another, darker scene
+    frames = [pattern(t) for t in range(6)] + other
+    cuts = ShotCuts()
+    found = [i for i, rgb in enumerate(frames) if cuts(rgb[..., 0])]
+    assert found == [6] and cuts.cuts == 1
+    # the flicker of an old film's exposure is no cut
+    flick = ShotCuts()
+    assert not any(
+        flick(np.clip(pattern(t)[..., 0] * (1 + 0.1 * (-1) ** t), 0, 255).astype(np.uint8))
+        for t in range(8)
+    )
+
+
+def test_stabilizer_follows_the_motion_and_damps_flickering_colour():
+    """A pattern moving 2 px a frame whose predicted chroma flickers frame to frame: the
+    stabilized chroma moves with the pattern and flickers far less; a cut takes the
+    prediction as it is."""
+    rng = np.random.default_rng(0)
+    stab = Stabilizer(StabilizerParams())
+    raw_steps, stab_steps = [], []
+    prev_raw = prev_out = None
+    for t in range(12):
+        grey = pattern(t)[..., 0]
+        L = grey.astype(np.float32) / 2.55
+        base = np.stack([L - 50, 50 - L]) * 0.5  # colour tied to the pattern, so it moves with it
+        raw = (base + rng.normal(0, 8, (2, 1, 1))).astype(np.float32)  # a jump per frame
+        out = stab(grey, L, raw)
+        if prev_raw is not None:  # compare away from the edge the pattern enters at
+            raw_steps.append(np.abs(raw - np.roll(prev_raw, 2, axis=2))[:, :, 8:].mean())
+            stab_steps.append(np.abs(out - np.roll(prev_out, 2, axis=2))[:, :, 8:].mean())
+        prev_raw, prev_out = raw, out
+    assert np.mean(stab_steps) < 0.4 * np.mean(raw_steps)
+    assert np.array_equal(stab(grey, L, raw, cut=True), raw)
+
+
+def test_warp_and_visibility_of_a_translation():
+    a, b = pattern(0)[..., 0], pattern(1)[..., 0]  # b is a moved 2 px right
+    flow = np.zeros((*a.shape, 2), np.float32)
+    flow[..., 0] = 2.0  # from a to b: each pixel's point lies 2 px right in b
+    warped, inside = fl.warp(b, flow)
+    assert np.abs(warped[:, :-2].astype(int) - a[:, :-2]).max() <= 1
+    assert not inside[:, -1].any() and inside[:, :-2].all()
+    back = -flow
+    vis = fl.visible(flow, back)
+    assert vis[:, :-2].all() and not vis[:, -1].any()
+    est = fl.DisFlow("fast")(a, b)
+    assert np.median(est[8:-8, 8:-8, 0]) == pytest.approx(2.0, abs=0.3)
+
+
+# --- the command -------------------------------------------------------------------------------------
+def test_colorize_video_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    src = write_video(tmp_path / "clip.mp4", [pattern(t) for t in range(3)])
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"nothing")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(
+        app, ["video", str(src), str(bad), "--out", str(out), "--no-stabilize"]
+    )
+    assert res.exit_code == 1, res.output
+    assert '"frames": 3' in res.output and '"stabilized": false' in res.output
+    assert "error:" in res.output and "bad.mp4" in res.output
+    assert sorted(p.name for p in out.iterdir()) == ["clip.mp4"]
