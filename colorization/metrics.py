@@ -22,7 +22,10 @@
   warped onto the current one along the optical flow of the grey input frames, and the squared
   RGB difference (values in [0, 1], summed over the channels) averaged over the pixels that
   the flow says are visible in both frames (:func:`colorization.flow.visible`), then over the
-  frame pairs. 0 for colour that moves exactly with the picture.
+  frame pairs. 0 for colour that moves exactly with the picture. A colorization keeps its
+  input's L, so most of this figure is the L's (the warping error of the grey video itself);
+  the same measure on the ab channels (``space="ab"``, Lab units squared) is the flicker of
+  the colour alone.
 """
 
 from __future__ import annotations
@@ -167,23 +170,44 @@ def frame_flow(
     return fw, fl.visible(fw, bw)
 
 
+def flicker_space(rgb: np.ndarray, space: Literal["rgb", "ab"] = "rgb") -> np.ndarray:
+    """A uint8 RGB frame in the units of a warping error: ``"rgb"`` float32 ``(H, W, 3)`` in
+    [0, 1] (Lai et al.), ``"ab"`` its CIE Lab a and b ``(H, W, 2)`` (the colour alone, which is
+    all a colorization chooses: its L is the input's)."""
+    if space == "rgb":
+        return np.asarray(rgb, np.float32) / 255.0
+    if space == "ab":
+        return color.rgb_to_lab(np.asarray(rgb))[..., 1:].astype(np.float32)
+    raise ValueError(f"space must be 'rgb' or 'ab', got {space!r}")
+
+
 def warping_error(
-    prev_out: np.ndarray, out: np.ndarray, flow: np.ndarray, mask: np.ndarray
+    prev_out: np.ndarray,
+    out: np.ndarray,
+    flow: np.ndarray,
+    mask: np.ndarray,
+    space: Literal["rgb", "ab"] = "rgb",
 ) -> float:
     """Lai et al.'s warping error of one frame pair: uint8 RGB ``(H, W, 3)`` outputs, ``flow``
-    and ``mask`` from :func:`frame_flow` (current -> previous). With no visible pixel, the
-    mean over all pixels (as their code does)."""
+    and ``mask`` from :func:`frame_flow` (current -> previous); the squared difference summed
+    over the channels of ``space`` (:func:`flicker_space`). With no visible pixel, the mean
+    over all pixels (as their code does)."""
+    return _warped_difference(flicker_space(prev_out, space), flicker_space(out, space), flow, mask)
+
+
+def _warped_difference(prev: np.ndarray, cur: np.ndarray, flow: np.ndarray, mask: np.ndarray):
     from colorization.flow import warp
 
-    warped, _ = warp(np.asarray(prev_out, np.float32) / 255.0, flow)
-    diff2 = ((np.asarray(out, np.float32) / 255.0 - warped) ** 2).sum(-1)
+    warped, _ = warp(prev, flow)
+    diff2 = ((cur - warped) ** 2).sum(-1)
     n = int(mask.sum())
     return float(diff2[mask].sum() / n) if n else float(diff2.mean())
 
 
 class FlickerMeter:
     """The warping error of one or more videos of the same grey frames (a colorization, its
-    original, another colorization), fed a frame at a time: one flow per frame pair serves all.
+    original, another colorization), fed a frame at a time: one flow per frame pair serves all,
+    and every ``space`` (:func:`flicker_space`) asked for.
 
     >>> meter = FlickerMeter(2)
     >>> for grey, a, b in frames:  # doctest: +SKIP
@@ -192,25 +216,39 @@ class FlickerMeter:
     [0.0012, 0.0034]
     """
 
-    def __init__(self, videos: int = 1, flow_side: int | None = WARP_FLOW_SIDE):
+    def __init__(
+        self,
+        videos: int = 1,
+        flow_side: int | None = WARP_FLOW_SIDE,
+        spaces: tuple[str, ...] = ("rgb",),
+    ):
         self.flow_side = flow_side
-        self._sums = [0.0] * videos
+        self.spaces = spaces
+        self._sums = {s: [0.0] * videos for s in spaces}
         self.pairs = 0
-        self._prev: tuple[np.ndarray, tuple[np.ndarray, ...]] | None = None
+        self._prev: tuple[np.ndarray, list[dict[str, np.ndarray]]] | None = None
 
     def add(self, grey: np.ndarray, *frames: np.ndarray) -> None:
         """The next grey frame uint8 ``(H, W)`` and each video's uint8 RGB frame."""
-        if len(frames) != len(self._sums):
-            raise ValueError(f"expected {len(self._sums)} frames, got {len(frames)}")
+        n = len(self._sums[self.spaces[0]])
+        if len(frames) != n:
+            raise ValueError(f"expected {n} frames, got {len(frames)}")
+        cur = [{s: flicker_space(f, s) for s in self.spaces} for f in frames]
         if self._prev is not None:
-            prev_grey, prev_frames = self._prev
+            prev_grey, prev = self._prev
             flow, mask = frame_flow(prev_grey, grey, self.flow_side)
-            for i, (p, f) in enumerate(zip(prev_frames, frames, strict=True)):
-                self._sums[i] += warping_error(p, f, flow, mask)
+            for s in self.spaces:
+                for i, (p, c) in enumerate(zip(prev, cur, strict=True)):
+                    self._sums[s][i] += _warped_difference(p[s], c[s], flow, mask)
             self.pairs += 1
-        self._prev = (grey, frames)
+        self._prev = (grey, cur)
+
+    def of(self, space: str = "rgb") -> list[float]:
+        """Each video's mean warping error in ``space`` over the frame pairs so far (NaN
+        before two frames)."""
+        return [v / self.pairs if self.pairs else float("nan") for v in self._sums[space]]
 
     @property
     def values(self) -> list[float]:
-        """Each video's mean warping error over the frame pairs so far (NaN before two frames)."""
-        return [s / self.pairs if self.pairs else float("nan") for s in self._sums]
+        """:meth:`of` the first space (Lai et al.'s ``"rgb"`` by default)."""
+        return self.of(self.spaces[0])

@@ -87,7 +87,7 @@ def test_warping_error_is_near_zero_for_consistent_colour_and_large_for_flicker(
     from colorization.metrics import FlickerMeter
 
     rng = np.random.default_rng(0)
-    meter = FlickerMeter(2)
+    meter = FlickerMeter(2, spaces=("rgb", "ab"))
     for t in range(8):
         rgb = _moving(t)
         cast = rng.choice([-20, 20], size=3)
@@ -97,5 +97,7 @@ def test_warping_error_is_near_zero_for_consistent_colour_and_large_for_flicker(
     assert meter.pairs == 7
     assert consistent < 1e-3  # what flow and bilinear sampling miss of a perfect translation
     assert flickering > 0.02 and flickering > 30 * consistent  # about 0.037 expected
+    ab_consistent, ab_flickering = meter.of("ab")
+    assert ab_consistent < 10 and ab_flickering > 8 * ab_consistent  # Lab units squared
     with pytest.raises(ValueError):
         meter.add(np.zeros((72, 96), np.uint8), _moving(0))
