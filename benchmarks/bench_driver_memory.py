@@ -122,7 +122,7 @@ def measure(root: Path, shard_size: int) -> dict:
     sampler.mark("resume")
     plan = resume(plan, m)
     sampler.mark("blocks")
-    blocks = write_plan_blocks(plan, m, 32)
+    blocks, _ = write_plan_blocks(plan, m, 32)
     sampler.mark("manifest")
     collector = Collector(plan, m)
     for i, uri in enumerate(blocks):

@@ -29,10 +29,11 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -191,9 +192,18 @@ class Stabilizer:
 
 
 # --- the video file --------------------------------------------------------------------------
-def _open_input(src: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+#: a video to read: a local path, or a callable that opens a seekable binary file (an object in
+#: storage read by ranges, e.g. pyarrow's ``S3FileSystem.open_input_file``), called per opening
+VideoSource = str | Path | Callable[[], BinaryIO]
+_READ_BUFFER = 4 << 20
+
+
+def _open_input(
+    src: VideoSource,
+) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
     try:
-        inp = av.open(str(src))
+        # a file object is read in large ranges: each read from object storage is a request
+        inp = av.open(src(), buffer_size=_READ_BUFFER) if callable(src) else av.open(str(src))
     except (av.FFmpegError, OSError) as e:
         raise VideoError(f"cannot be read as a video: {e}") from e
     if not inp.streams.video:
@@ -204,7 +214,7 @@ def _open_input(src: Path) -> tuple[av.container.InputContainer, av.video.stream
     return inp, video
 
 
-def _display_matrix(src: Path) -> tuple[int, list[int] | None]:
+def _display_matrix(src: VideoSource) -> tuple[int, list[int] | None]:
     """(rotation in degrees counter-clockwise, the raw display matrix or None) of the video's
     first frame: read before the output is opened, since the muxer writes the matrix into
     the header."""
@@ -236,9 +246,10 @@ def _open_output(
     video: av.video.stream.VideoStream,
     codec: str,
     matrix: list[int] | None,
+    audio: bool = True,
 ) -> _Streams:
     """The output container: a video stream with the input's size, rate, time base, colour
-    tags and display matrix, and a copy of each audio stream."""
+    tags and display matrix, and a copy of each audio stream (with ``audio``)."""
     mp4 = tmp.suffix.lower() in (".mp4", ".mov")
     out = av.open(str(tmp), "w", options={"movflags": "+faststart"} if mp4 else {})
     try:
@@ -252,7 +263,8 @@ def _open_output(
             setattr(vout.codec_context, tag, getattr(video.codec_context, tag))
         if matrix is not None:
             vout.set_display_matrix(matrix)
-        audio = {a.index: out.add_stream_from_template(a) for a in inp.streams.audio}
+        streams = inp.streams.audio if audio else ()
+        audio = {a.index: out.add_stream_from_template(a) for a in streams}
     except (av.FFmpegError, ValueError) as e:
         out.close()
         raise VideoError(f"cannot write {codec} and this input's audio to {tmp.suffix}: {e}") from e
@@ -264,7 +276,8 @@ def _frames(s: _Streams) -> Iterator[av.VideoFrame]:
     way; a read or decoding error is a :class:`VideoError` that says after which frame."""
     n = 0
     try:
-        for packet in s.inp.demux(s.video, *s.inp.streams.audio):
+        copied = [a for a in s.inp.streams.audio if a.index in s.audio]
+        for packet in s.inp.demux(s.video, *copied):
             if packet.stream.index in s.audio:
                 if packet.dts is not None:  # the demuxer's empty flush packets carry none
                     packet.stream = s.audio[packet.stream.index]
@@ -283,15 +296,16 @@ def _rgb(frame: av.VideoFrame) -> np.ndarray:
     return frame.to_ndarray(format="rgb24", src_color_range=rng, dst_color_range=None)
 
 
-def _encode_frame(rgb: np.ndarray, like: av.VideoFrame, vout) -> av.VideoFrame:
-    """uint8 RGB -> a frame of the encoder's format and colour tags, at ``like``'s time."""
+def _encode_frame(rgb: np.ndarray, like: av.VideoFrame, vout, shift: int = 0) -> av.VideoFrame:
+    """uint8 RGB -> a frame of the encoder's format and colour tags, at ``like``'s time less
+    ``shift``."""
     ctx = vout.codec_context
     new = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
         format=vout.pix_fmt,
         dst_colorspace=ctx.colorspace or None,
         dst_color_range=ctx.color_range or None,
     )
-    new.pts, new.time_base = like.pts, like.time_base
+    new.pts, new.time_base = like.pts - shift, like.time_base
     return new
 
 
@@ -319,8 +333,9 @@ class _Colorizer:
         self.cuts = ShotCuts(params.cut)
         self.work_side = params.work_side
 
-    def __call__(self, rgbs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """uint8 RGB frames -> [(full-resolution grey uint8, output RGB uint8)]."""
+    def __call__(self, rgbs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, bool]]:
+        """uint8 RGB frames -> [(full-resolution grey uint8, output RGB uint8, whether the
+        frame starts a new shot)]."""
         Ls, smalls = zip(*(lightness_np(rgb, self.size) for rgb in rgbs), strict=True)
         L_batch = torch.from_numpy(np.stack(smalls)[:, None]).to(self.device)
         chromas = model_chroma(
@@ -335,7 +350,7 @@ class _Colorizer:
             if self.stabilizer is not None:
                 chroma = self.stabilizer(grey_work, L_work, resize(chroma, work), cut)
             out = finish_np(L, chroma, self.model.output_kind)
-            done.append((fl.grey_u8(L), np.asarray(out)))
+            done.append((fl.grey_u8(L), np.asarray(out), cut))
         return done
 
 
@@ -426,7 +441,7 @@ def _transcode(
     meter = FlickerMeter(1, spaces=("rgb", "ab")) if measure else None
     n, colour = 0, 0.0
     for batch in _batches(_frames(s), batch_size, max_frames):
-        for frame, (grey, rgb) in zip(batch, colorizer([_rgb(f) for f in batch]), strict=True):
+        for frame, (grey, rgb, _) in zip(batch, colorizer([_rgb(f) for f in batch]), strict=True):
             s.out.mux(s.vout.encode(_encode_frame(rgb, frame, s.vout)))
             k = max(1, math.ceil(max(rgb.shape[:2]) / _COLOURFULNESS_SIDE))
             colour += colorfulness(rgb[::k, ::k])
@@ -447,4 +462,320 @@ def _transcode(
         "colorfulness": colour / n,
         "flicker": meter.of("rgb")[0] if meter is not None and meter.pairs else None,
         "flicker_ab": meter.of("ab")[0] if meter is not None and meter.pairs else None,
+    }
+
+
+# --- long videos in segments ------------------------------------------------------------------
+# A long film is colorized as segments that workers share (the archive job,
+# ``pipeline/archive_video.py``): :func:`probe_video` reads its frame timestamps,
+# :func:`split_segments` cuts them into runs of frames, :func:`colorize_segment` colorizes one
+# run into a segment file (video only) and :func:`join_segments` remuxes the segments, packet
+# for packet, with the source's audio into the output. A segment first runs ``warmup`` frames
+# before its start through the model and the stabilizer without writing them: the stabilizer
+# is a recursive filter that forgets at ``carry`` per frame, so after the warm-up its state,
+# and the colour of the segment's first frame, is what one pass over the whole film gives
+# (to within ``carry ** warmup`` of the carried colour: 0.85 ** 24 = 2%), and the seam shows
+# no jump. Every segment is encoded with the same encoder and settings, so their streams
+# share one set of parameters and join without re-encoding.
+
+#: frames a segment runs through the stabilizer before its first written frame
+SEGMENT_WARMUP = 24
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`probe_video` read from a video's packets, without decoding a frame."""
+
+    pts: tuple[int, ...]  # every frame's timestamp in presentation order, in ``time_base``
+    time_base: Fraction
+    fps: float
+    width: int
+    height: int
+    audio_streams: int
+
+    @property
+    def frames(self) -> int:
+        return len(self.pts)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Frames ``start`` to ``end`` (exclusive, indices in presentation order) of a video,
+    written; ``warmup`` frames before ``start`` run through the stabilizer first."""
+
+    index: int
+    start: int
+    end: int
+    warmup: int
+
+
+@dataclass
+class SegmentResult:
+    """What :func:`colorize_segment` did; sums, so segments add up to a whole video's figures
+    (:func:`combine_segments`)."""
+
+    frames: int
+    cuts: int  # shot cuts among the written frames
+    colorfulness_sum: float
+    flicker_sum: float  # warping error over the written frames' pairs (RGB, Lai et al.)
+    flicker_ab_sum: float
+    pairs: int
+    seconds: float
+
+
+def probe_video(src: VideoSource) -> VideoInfo:
+    """A video's frame timestamps and format from its packets (a demux, no decoding: seconds
+    for an hour of film). Raises :class:`VideoError` for what cannot be read as a video."""
+    inp, video = _open_input(src)
+    try:
+        with inp:
+            pts = sorted(p.pts for p in inp.demux(video) if p.pts is not None)
+            info = VideoInfo(
+                pts=tuple(pts),
+                time_base=video.time_base,
+                fps=float(video.average_rate or video.guessed_rate or 0),
+                width=video.width,
+                height=video.height,
+                audio_streams=len(inp.streams.audio),
+            )
+    except av.FFmpegError as e:
+        raise VideoError(f"broken or truncated: reading its packets failed: {e}") from e
+    if not info.pts:
+        raise VideoError("no video frame in the file")
+    return info
+
+
+def split_segments(frames: int, length: int, warmup: int = SEGMENT_WARMUP) -> list[Segment]:
+    """``frames`` cut into segments of ``length`` frames (the last one takes the remainder,
+    and a remainder under a quarter of ``length`` joins the one before)."""
+    if length <= 0:
+        raise ValueError(f"segment length must be positive, got {length}")
+    starts = list(range(0, frames, length))
+    if len(starts) > 1 and frames - starts[-1] < length / 4:
+        starts.pop()
+    ends = starts[1:] + [frames]
+    return [
+        Segment(i, s, e, min(warmup, s)) for i, (s, e) in enumerate(zip(starts, ends, strict=True))
+    ]
+
+
+def colorize_segment(
+    src: VideoSource,
+    dest: str | Path,
+    info: VideoInfo,
+    segment: Segment,
+    model: nn.Module,
+    table: ColorTable | None,
+    *,
+    temperature: float | None = None,
+    saturation: float | None = None,
+    stabilize: bool = True,
+    codec: str = DEFAULT_CODEC,
+    size: int = 256,
+    batch_size: int = 8,
+    measure: bool = True,
+    params: StabilizerParams = StabilizerParams(),
+) -> SegmentResult:
+    """Colorize ``segment`` of the video ``src`` (whose :func:`probe_video` is ``info``) into
+    the video-only file ``dest`` (MP4), each frame at its own timestamp. Decoding starts at
+    the key frame before the warm-up (a seek), or at the first frame if the container cannot
+    seek there. Raises :class:`VideoError` (and leaves no ``dest``) when the segment's frames
+    do not all decode."""
+    dest = Path(dest)
+    tmp = dest.with_name(f".{dest.stem}.partial.mp4")
+    colorizer = _Colorizer(model, table, temperature, saturation, size, stabilize, params)
+    first, start = info.pts[segment.start - segment.warmup], info.pts[segment.start]
+    stop = info.pts[segment.end] if segment.end < info.frames else None
+    t0 = time.perf_counter()
+    want = segment.end - segment.start
+    try:
+        _, matrix = _display_matrix(src)
+        # a seek lands on the key frame at or before the warm-up's first frame; a container
+        # that lands after it is read from its first frame instead
+        for seek in (segment.start > segment.warmup, False):
+            inp, video = _open_input(src)
+            with inp:
+                if seek:
+                    inp.seek(first, stream=video, backward=True, any_frame=False)
+                s = _open_output(tmp, inp, video, codec, matrix, audio=False)
+                with s.out:
+                    frames = (f for f in _frames(s) if f.pts is not None and f.pts >= first)
+                    got = _write_segment(
+                        s, colorizer, _until(frames, stop), start, batch_size, measure
+                    )
+            if got.first_pts == first or not seek:
+                break
+            colorizer = _Colorizer(model, table, temperature, saturation, size, stabilize, params)
+        if got.frames != want or got.first_pts != first:
+            raise VideoError(
+                f"broken or truncated: frames {segment.start}-{segment.end - 1}: "
+                f"{got.frames} of {want} decoded"
+            )
+        os.replace(tmp, dest)
+    except av.FFmpegError as e:
+        tmp.unlink(missing_ok=True)
+        raise VideoError(str(e)) from e
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return SegmentResult(
+        frames=got.frames,
+        cuts=got.cuts,
+        colorfulness_sum=got.colour,
+        flicker_sum=got.flicker[0],
+        flicker_ab_sum=got.flicker[1],
+        pairs=got.pairs,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _until(frames: Iterator[av.VideoFrame], stop: int | None) -> Iterator[av.VideoFrame]:
+    for f in frames:
+        if stop is not None and f.pts >= stop:
+            return
+        yield f
+
+
+@dataclass
+class _Written:
+    frames: int = 0
+    first_pts: int | None = None  # of the first frame decoded (warm-up included)
+    cuts: int = 0
+    colour: float = 0.0
+    flicker: tuple[float, float] = (0.0, 0.0)
+    pairs: int = 0
+
+
+def _write_segment(
+    s: _Streams, colorizer: _Colorizer, frames: Iterator, start: int, batch_size: int, measure
+) -> _Written:
+    """Colorize ``frames`` (warm-up first), encode those from timestamp ``start`` on."""
+    got = _Written()
+    meter = FlickerMeter(1, spaces=("rgb", "ab")) if measure else None
+    for batch in _batches(frames, batch_size, None):
+        if got.first_pts is None:
+            got.first_pts = batch[0].pts
+        for frame, (grey, rgb, cut) in zip(batch, colorizer([_rgb(f) for f in batch]), strict=True):
+            if frame.pts < start:
+                continue
+            # a segment's times start at 0: an MP4 starting later keeps its start only to
+            # the millisecond (an edit list); the join puts each segment back at its time
+            s.out.mux(s.vout.encode(_encode_frame(rgb, frame, s.vout, start)))
+            got.cuts += cut  # never the video's first frame; a segment's first can be one
+            got.frames += 1
+            k = max(1, math.ceil(max(rgb.shape[:2]) / _COLOURFULNESS_SIDE))
+            got.colour += colorfulness(rgb[::k, ::k])
+            if meter is not None:
+                meter.add(grey, rgb)
+    s.out.mux(s.vout.encode(None))
+    if meter is not None and meter.pairs:
+        got.pairs = meter.pairs
+        got.flicker = (meter.of("rgb")[0] * meter.pairs, meter.of("ab")[0] * meter.pairs)
+    return got
+
+
+def join_segments(
+    src: VideoSource,
+    segments: Sequence[str | Path],
+    dest: str | Path,
+    info: VideoInfo,
+    parts: Sequence[Segment],
+) -> float:
+    """The segment files of ``parts`` (in order) remuxed packet for packet into ``dest``, each
+    at its first frame's time in the video ``src`` (whose :func:`probe_video` is ``info``),
+    with every audio stream of ``src`` copied, interleaved by time; written under a hidden name
+    and renamed once whole. Returns the output's duration in seconds. Raises
+    :class:`VideoError` and leaves no ``dest`` when the segments do not hold every frame."""
+    dest = Path(dest)
+    tmp = dest.with_name(f".{dest.stem}.partial{dest.suffix}")
+    try:
+        _, matrix = _display_matrix(src)
+        inp, _ = _open_input(src)
+        with inp:
+            starts = [info.pts[p.start] * info.time_base for p in parts]
+            written = _remux(inp, [Path(p) for p in segments], starts, tmp, matrix)
+        if written != info.frames:
+            raise VideoError(f"the segments hold {written} frames, the video {info.frames}")
+        with av.open(str(tmp)) as check:
+            duration = (check.duration or 0) / av.time_base
+        os.replace(tmp, dest)
+    except av.FFmpegError as e:
+        tmp.unlink(missing_ok=True)
+        raise VideoError(f"joining the segments failed: {e}") from e
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return duration
+
+
+def _remux(
+    inp: av.container.InputContainer,
+    segments: list[Path],
+    starts: list[Fraction],
+    tmp: Path,
+    matrix: list[int] | None,
+) -> int:
+    """Write the segments' video packets, each segment moved to its start (seconds), and
+    ``inp``'s audio packets into ``tmp`` in time order; returns the video packets written."""
+    mp4 = tmp.suffix.lower() in (".mp4", ".mov")
+    with (
+        av.open(str(segments[0])) as first,
+        av.open(str(tmp), "w", options={"movflags": "+faststart"} if mp4 else {}) as out,
+    ):
+        vout = out.add_stream_from_template(first.streams.video[0])
+        if matrix is not None:
+            vout.set_display_matrix(matrix)
+        audio = {a.index: out.add_stream_from_template(a) for a in inp.streams.audio}
+        video_packets = _segment_packets(segments, starts)
+        audio_packets = (p for p in inp.demux(*inp.streams.audio) if p.dts is not None)
+        n = 0
+        for p in _by_time(video_packets, audio_packets if audio else iter(())):
+            if p.stream.type == "video":
+                p.stream = vout
+                n += 1
+            else:
+                p.stream = audio[p.stream.index]
+            out.mux(p)
+    return n
+
+
+def _segment_packets(segments: list[Path], starts: list[Fraction]) -> Iterator[av.Packet]:
+    for path, start in zip(segments, starts, strict=True):
+        with av.open(str(path)) as seg:
+            stream = seg.streams.video[0]
+            shift = round(start / stream.time_base)
+            for p in seg.demux(stream):
+                if p.dts is not None:
+                    p.pts, p.dts = p.pts + shift, p.dts + shift
+                    yield p
+
+
+def _by_time(a: Iterator[av.Packet], b: Iterator[av.Packet]) -> Iterator[av.Packet]:
+    """Two packet streams, each in decoding order, merged by decoding time."""
+
+    def t(p):
+        return float(p.dts * p.time_base)
+
+    pa, pb = next(a, None), next(b, None)
+    while pa is not None or pb is not None:
+        if pb is None or (pa is not None and t(pa) <= t(pb)):
+            yield pa
+            pa = next(a, None)
+        else:
+            yield pb
+            pb = next(b, None)
+
+
+def combine_segments(results: Sequence[SegmentResult]) -> dict:
+    """A whole video's figures from its segments': frames, shots, mean colourfulness and
+    flicker (the pairs across the seams are not measured), seconds of work."""
+    frames = sum(r.frames for r in results)
+    pairs = sum(r.pairs for r in results)
+    return {
+        "frames": frames,
+        "shots": 1 + sum(r.cuts for r in results),
+        "colorfulness": sum(r.colorfulness_sum for r in results) / max(frames, 1),
+        "flicker": sum(r.flicker_sum for r in results) / pairs if pairs else None,
+        "flicker_ab": sum(r.flicker_ab_sum for r in results) / pairs if pairs else None,
+        "seconds": sum(r.seconds for r in results),
     }

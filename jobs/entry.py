@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+# torch first, before Ray, pyarrow and OpenCV load their libraries: a job driver that imported
+# it only after joining the cluster died with "Intel oneMKL FATAL ERROR: Cannot load
+# libtorch_cpu.so" (its libraries are loaded into a process that had already filled the
+# space they need; tests/test_cluster.py's jobs)
+import torch  # noqa: F401
+
 
 def parse_args(
     argv: list[str] | None, flags: tuple[str, ...] = ()

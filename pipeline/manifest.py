@@ -45,6 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from colorization.videofiles import DEFAULT_CODEC, VIDEO_SUFFIXES, is_video, output_suffix
 from pipeline.sources import (
     Item,
     StorageOptions,
@@ -75,6 +76,15 @@ MANIFEST_SCHEMA = pa.schema(
         ("tables_fingerprint", pa.string()),
         ("seconds", pa.float64()),  # this input's share of decode + model + finish time
         ("colorfulness", pa.float64()),  # of the output (Hasler-Suesstrunk, |rg|,|yb| form)
+        # a video's (null for an image): frames written, frames per second, seconds of video,
+        # shots (1 + the cuts found), Lai et al.'s warping error (RGB) and the same on the
+        # colour alone (ab), over the frame pairs within each segment
+        ("frames", pa.int64()),
+        ("fps", pa.float64()),
+        ("duration", pa.float64()),
+        ("shots", pa.int64()),
+        ("flicker", pa.float64()),
+        ("flicker_ab", pa.float64()),
         ("run_id", pa.string()),
     ]
 )
@@ -93,10 +103,22 @@ BATCH_ROWS = 65_536
 MAX_BLOCKS = 10_000
 
 
-def output_key(key: str, fmt: str) -> str:
-    """The output's key: the input's relative key with the format's extension."""
+def output_key(key: str, fmt: str, codec: str = DEFAULT_CODEC) -> str:
+    """The output's key: an image's relative key with the format's extension, a video's with
+    the container its codec is written in (:func:`colorization.videofiles.output_suffix`)."""
     p = PurePosixPath(key)
+    if is_video(key):
+        return str(p.with_suffix(output_suffix(key, codec)))
     return str(p.with_suffix(FORMATS[fmt][1])) if p.suffix else key + FORMATS[fmt][1]
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """Rows of an earlier version's manifest (columns added since are null) as
+    :data:`MANIFEST_SCHEMA`."""
+    for f in MANIFEST_SCHEMA:
+        if f.name not in table.column_names:
+            table = table.append_column(f.name, pa.nulls(table.num_rows, f.type))
+    return table.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
 
 
 def blank_row(source_uri: str, output_uri: str = "", **kw: Any) -> dict[str, Any]:
@@ -237,8 +259,11 @@ def write_listing(items: Iterable[Item], path: Path) -> int:
     return n
 
 
-def plan_inputs(items: Iterable[Item], dst: str, fmt: str, work: Path) -> Plan:
-    """List ``items`` into ``work`` and decide each one's output under ``dst``."""
+def plan_inputs(
+    items: Iterable[Item], dst: str, fmt: str, work: Path, codec: str = DEFAULT_CODEC
+) -> Plan:
+    """List ``items`` into ``work`` and decide each one's output under ``dst`` (images in
+    ``fmt``, videos in ``codec``'s container)."""
     work.mkdir(parents=True, exist_ok=True)
     listed = write_listing(items, work / "listing.parquet")
     n = max(1, math.ceil(listed / BUCKET_ROWS))
@@ -250,7 +275,7 @@ def plan_inputs(items: Iterable[Item], dst: str, fmt: str, work: Path) -> Plan:
             outs, errors = [], []
             for key in batch.column("key").to_pylist():
                 try:
-                    outs.append(join_uri(dst, output_key(key, fmt)))
+                    outs.append(join_uri(dst, output_key(key, fmt, codec)))
                     errors.append(None)
                 except ValueError as e:
                     outs.append(None)
@@ -373,9 +398,9 @@ def resume(plan: Plan, manifest: Manifest) -> Plan:
     seq_schema = MANIFEST_SCHEMA.append(pa.field("seq", pa.int64()))
     finished = Buckets(plan.work / "finished", plan.buckets, "source_uri", seq_schema)
     for i, uri in enumerate(manifest.completed_shards()):  # older shards first
-        table = pq.read_table(io.BytesIO(read_bytes(uri, manifest.storage)))
+        table = conform(pq.read_table(io.BytesIO(read_bytes(uri, manifest.storage))))
         seq = pa.array(np.arange(table.num_rows, dtype=np.int64) + (i << 32))
-        finished.add(table.cast(MANIFEST_SCHEMA).append_column("seq", seq))
+        finished.add(table.append_column("seq", seq))
     finished.close()
     todo = Buckets(plan.work / "todo-resumed", plan.buckets, "source_uri", PLAN_SCHEMA)
     carried_path, n_carried = plan.work / "carried.parquet", 0
@@ -397,27 +422,43 @@ def resume(plan: Plan, manifest: Manifest) -> Plan:
 
 
 # --- the pipeline's input and output -----------------------------------------------------------
-def write_plan_blocks(plan: Plan, manifest: Manifest, min_rows: int) -> list[str]:
-    """The inputs to process as parquet blocks under DST (every worker reads DST), of at
-    least ``min_rows`` rows and at most :data:`MAX_BLOCKS` blocks; returns their URIs."""
+def video_mask(uris: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Which URIs are videos (:func:`colorization.videofiles.is_video`), computed by pyarrow."""
+    suffixes = "|".join(s.lstrip(".") for s in VIDEO_SUFFIXES)
+    return pc.match_substring_regex(uris, rf"\.({suffixes})$", ignore_case=True)
+
+
+def write_plan_blocks(
+    plan: Plan, manifest: Manifest, min_rows: int, videos: bool = False
+) -> tuple[list[str], int]:
+    """The images (or with ``videos``, the videos) to process as parquet blocks under DST
+    (every worker reads DST), of at least ``min_rows`` rows and at most :data:`MAX_BLOCKS`
+    blocks; returns their URIs and how many inputs they hold."""
     rows = max(min_rows, math.ceil(plan.n_todo / MAX_BLOCKS))
     uris: list[str] = []
     pending = PLAN_SCHEMA.empty_table()
+    name = "video-block" if videos else "block"
+    total = 0
 
     def put(block: pa.Table) -> None:
+        nonlocal total
         buf = io.BytesIO()
         pq.write_table(block.drop_columns(["pos"]), buf)
-        uris.append(manifest.uri(f"{manifest.plan_prefix()}block-{len(uris):06d}.parquet"))
+        uris.append(manifest.uri(f"{manifest.plan_prefix()}{name}-{len(uris):06d}.parquet"))
         write_bytes(uris[-1], buf.getvalue(), manifest.storage)
+        total += block.num_rows
 
     for b in range(plan.buckets):  # each bucket in listing order
-        pending = pa.concat_tables([pending, plan.todo.read(b).sort_by("pos")])
+        todo = plan.todo.read(b)
+        is_video = video_mask(todo.column("source_uri"))
+        todo = todo.filter(is_video if videos else pc.invert(is_video))
+        pending = pa.concat_tables([pending, todo.sort_by("pos")])
         while pending.num_rows >= rows:
             put(pending.slice(0, rows))
             pending = pending.slice(rows)
     if pending.num_rows:
         put(pending)
-    return uris
+    return uris, total
 
 
 def read_plan_blocks(uris: Iterable[str], storage: StorageOptions) -> dict[str, np.ndarray]:

@@ -31,6 +31,8 @@ import yaml
 
 from colorization.imageio import DEFAULT_MAX_PIXELS
 from colorization.shipped import DEFAULT_MODEL
+from colorization.videofiles import DEFAULT_CODEC
+from pipeline.archive_video import process_videos
 from pipeline.archive_workers import Colorizer, _Decode, _Finish
 from pipeline.manifest import (
     FORMATS,
@@ -45,6 +47,9 @@ from pipeline.manifest import (
     write_plan_blocks,
 )
 from pipeline.sources import StorageOptions, is_s3, iter_items, s3_client, split_s3, write_bytes
+
+#: videos per plan block: the driver holds one block of videos at a time
+VIDEO_BLOCK_ROWS = 256
 
 
 @dataclass
@@ -90,6 +95,14 @@ class RunConfig:
     shard_size: int = 256  # manifest rows per shard
     storage: StorageOptions = field(default_factory=StorageOptions)  # SRC and DST
     progress: bool = True
+    # videos (mp4, mov, mkv, avi, webm): cut into segments of this many frames that the model
+    # actors share (20 s at 30 fps; each also colorizes SEGMENT_WARMUP frames before its own)
+    video_segment_frames: int = 600
+    video_codec: str = DEFAULT_CODEC
+    video_stabilize: bool = True  # colour carried along the motion (colorization/video.py)
+    # each video's warping error in its row (a Farneback flow per frame pair: about a third
+    # more time at 720p on CPUs)
+    video_flicker: bool = True
 
 
 # --- the job ---------------------------------------------------------------------------------
@@ -104,30 +117,6 @@ def _model_facts(spec: str) -> tuple[str, str, str]:
     kind = create_model(header["model"], **json.loads(header["model_config"])).output_kind
     model_id = path.name if path.parent == models_dir() else str(path)
     return model_id, header.get("tables_fingerprint", ""), kind
-
-
-def _check_destination(cfg: RunConfig) -> None:
-    """Fail before any work when DST cannot be written to: a missing bucket says so."""
-    if not is_s3(cfg.dst):
-        os.makedirs(cfg.dst, exist_ok=True)
-        return
-    from botocore.exceptions import ClientError
-
-    bucket, _ = split_s3(cfg.dst)
-    try:
-        s3_client(cfg.storage).head_bucket(Bucket=bucket)
-    except ClientError as e:
-        raise FileNotFoundError(f"destination bucket {bucket!r} is not reachable: {e}") from e
-
-
-def _check_fits(cfg: RunConfig, cpus: float) -> None:
-    need = cfg.workers * cfg.cpus_per_worker + cfg.cpus_per_task
-    if need > cpus:
-        raise ValueError(
-            f"{cfg.workers} model actor(s) of {cfg.cpus_per_worker} CPU and a task of "
-            f"{cfg.cpus_per_task} CPU need {need:g} CPUs, this machine has {cpus:g}: "
-            "lower --cpus-per-task or --cpus-per-worker"
-        )
 
 
 def _check_destination(cfg: RunConfig) -> None:
@@ -173,7 +162,7 @@ def _plan(cfg: RunConfig, manifest: Manifest, work: Path) -> Plan:
     items = iter_items(cfg.src, cfg.storage)
     if cfg.limit is not None:
         items = islice(items, cfg.limit)
-    plan = plan_inputs(items, cfg.dst, cfg.format, work)
+    plan = plan_inputs(items, cfg.dst, cfg.format, work, cfg.video_codec)
     if cfg.resume:
         return resume(plan, manifest)
     manifest.clear()
@@ -197,12 +186,17 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         for rows in decided_rows(plan, model_id, run_id):
             manifest.write_rows(rows)
         collector = Collector(plan, manifest)
-        steady = SteadyRate(plan.n_todo)
+        steady = SteadyRate(0)
         if plan.n_todo:
             try:
-                blocks = write_plan_blocks(plan, manifest, cfg.task_batch_size)
-                fin = _Finish(cfg, model_id, fingerprint, kind)
-                _process(cfg, blocks, fin, collector, steady)
+                blocks, n_images = write_plan_blocks(plan, manifest, cfg.task_batch_size)
+                videos, _ = write_plan_blocks(plan, manifest, VIDEO_BLOCK_ROWS, videos=True)
+                steady = SteadyRate(n_images)
+                if blocks:
+                    fin = _Finish(cfg, model_id, fingerprint, kind)
+                    _process(cfg, blocks, fin, collector, steady)
+                if videos:
+                    process_videos(cfg, videos, run_id, model_id, fingerprint, collector.add)
             finally:
                 manifest.remove_plan()
         counts = finish(plan, manifest, collector, model_id)

@@ -121,6 +121,39 @@ def arrow_filesystem(uri: str, storage: StorageOptions = StorageOptions()):
     return fs.S3FileSystem(**kwargs), uri[len("s3://") :].rstrip("/")
 
 
+def seekable(uri: str, storage: StorageOptions = StorageOptions()):
+    """A local path as it is; an S3 object as a callable that opens it as a seekable file read
+    by byte ranges (pyarrow's ``S3FileSystem``), so that a reader takes only the parts it
+    needs of a large object (a segment of a film)."""
+    if not is_s3(uri):
+        return uri
+    fs, path = arrow_filesystem(uri, storage)
+    return lambda: fs.open_input_file(path)
+
+
+def fetch_file(uri: str, path: str | Path, storage: StorageOptions = StorageOptions()) -> Path:
+    """A local file or an S3 object as a local file: a local path is returned as it is, an
+    object is downloaded to ``path`` (streamed, never whole in memory)."""
+    if not is_s3(uri):
+        return Path(uri)
+    bucket, key = split_s3(uri)
+    s3_client(storage).download_file(bucket, key, str(path))
+    return Path(path)
+
+
+def delete_prefix(uri: str, storage: StorageOptions = StorageOptions()) -> None:
+    """Every file under a local folder or every object under an S3 prefix, removed."""
+    if not is_s3(uri):
+        shutil.rmtree(uri, ignore_errors=True)
+        return
+    bucket, prefix = split_s3(uri)
+    client = s3_client(storage)
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+
+
 def write_file(path: str | Path, uri: str, storage: StorageOptions = StorageOptions()) -> None:
     """Copy a local file to a local path or an S3 object whole, streamed (a large file never
     sits in memory; S3 gets a multipart upload, complete or absent)."""

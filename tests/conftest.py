@@ -86,6 +86,8 @@ def ray_local(aws_env: None) -> Iterator[Any]:
     ``build_tables`` reuses it (``ray.init(ignore_reinit_error=True)``)."""
     import ray
 
+    if ray.is_initialized():  # an entrypoint run in-process by an earlier test started one
+        ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield ray

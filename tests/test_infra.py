@@ -547,11 +547,16 @@ def test_entrypoint_loads_the_config_calls_its_stage_and_prints_json(
         return copy.deepcopy(result)
 
     monkeypatch.setattr(stage_module, function, fake)
+    job = importlib.import_module(f"jobs.{stage}")
+    joined = []
+    if hasattr(job, "connect"):  # the entrypoint joins Ray: recorded, none started here
+        monkeypatch.setattr(job, "connect", lambda **kw: joined.append(kw) or True)
     name, overrides = STAGE_CONFIGS[stage]
     config = CONFIGS / name
     mod, cls, _ = _stage_of(config)
-    code = importlib.import_module(f"jobs.{stage}").main(["--config", str(config), *overrides])
+    code = job.main(["--config", str(config), *overrides])
     assert code == 0
+    assert len(joined) == (stage != "eval"), joined  # the evaluation runs without Ray
     (cfg,) = calls
     assert cfg == load_config(_dataclass(mod, cls), config, overrides)
     captured = capsys.readouterr()

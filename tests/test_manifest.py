@@ -163,13 +163,23 @@ def test_every_input_gets_exactly_one_row_whatever_the_pipeline_returned(tmp_pat
 def test_plan_blocks_hold_every_input_once_in_listing_order(tmp_path, bucket_rows, monkeypatch):
     monkeypatch.setattr(manifest_mod, "MAX_BLOCKS", 4)
     items = [Item(f"/src/{i:02d}.jpg", f"{i:02d}.jpg") for i in range(10)]
-    plan = plan_inputs(items, str(tmp_path / "dst"), "png", tmp_path / "work")
+    films = [Item(f"/src/film{i}.{ext}", f"film{i}.{ext}") for i, ext in enumerate(["MP4", "webm"])]
+    plan = plan_inputs(items + films, str(tmp_path / "dst"), "png", tmp_path / "work")
     m = Manifest(str(tmp_path / "dst"), "run1")
-    blocks = write_plan_blocks(plan, m, min_rows=2)
-    assert len(blocks) == 4  # at most MAX_BLOCKS: 3 rows each, the last 1
+    blocks, n = write_plan_blocks(plan, m, min_rows=2)
+    assert len(blocks) == 4 and n == 10  # at most MAX_BLOCKS: 3 rows each, the last 1
     got = read_plan_blocks(blocks, m.storage)
     assert sorted(got["source_uri"]) == [it.uri for it in items]
     assert set(got) == {"source_uri", "output_uri"}
+    video_blocks, n = write_plan_blocks(plan, m, min_rows=2, videos=True)
+    assert n == 2 and set(blocks).isdisjoint(video_blocks)
+    got = read_plan_blocks(video_blocks, m.storage)
+    outputs = dict(zip(got["source_uri"], got["output_uri"], strict=True))
+    # a video keeps its container (a WebM input holds H.264 as Matroska), never the image format
+    assert outputs == {
+        "/src/film0.MP4": str(tmp_path / "dst" / "film0.mp4"),
+        "/src/film1.webm": str(tmp_path / "dst" / "film1.mkv"),
+    }
     m.remove_plan()
     assert not (tmp_path / "dst" / "_manifest" / "plan-run1").exists()
 

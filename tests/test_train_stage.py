@@ -106,7 +106,9 @@ def _wait_for(workdir: Path, run: str, pred, proc: subprocess.Popen, timeout: fl
         "seg",
         pytest.param("cls-afm", marks=pytest.mark.slow),
         pytest.param("pixel-attn", marks=pytest.mark.slow),
-        "colornet",
+        # the regression head: its loss and forward/backward are tested in test_losses.py and
+        # test_models.py; a 4-minute training run in CI adds little to that
+        pytest.param("colornet", marks=pytest.mark.slow),
     ],
 )
 def test_every_variant_trains_and_its_loss_falls(workdir, name):
@@ -227,7 +229,7 @@ def test_trains_from_object_storage_alone_and_a_killed_worker_resumes(workdir, s
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     over = dict(
         suffix="s3",
-        steps=40,
+        steps=30,
         checkpoint_every=10,
         data=s3_bucket.uri("train"),
         val_data=s3_bucket.uri("val"),
@@ -247,19 +249,12 @@ def test_trains_from_object_storage_alone_and_a_killed_worker_resumes(workdir, s
     finally:
         proc.kill()
     assert proc.returncode == 0, out[-3000:]
-    assert_resumed(_progress(workdir, run), 10, 40)
+    assert_resumed(_progress(workdir, run), 10, 30)
     assert not list((workdir / "runs" / run).rglob("*.parquet")), "no local copy of the data"
 
-    proc = subprocess.run(
-        [COLORIZE, "train", "--config", str(cfg), "steps=50"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     listed = s3_bucket.client.list_objects_v2(Bucket=s3_bucket.name, Prefix="runs/cls-afm-s3/")
     keys = [o["Key"] for o in listed.get("Contents", [])]
     assert sum(k.endswith("/model.safetensors") for k in keys) >= 2, keys
     result = json.loads((workdir / "runs" / run / "result.json").read_text())
     assert result["checkpoint"].startswith(f"s3://{s3_bucket.name}/runs/cls-afm-s3/")
-    starts = [r for r in _progress(workdir, run) if r.get("event") == "start"]
-    assert starts[-1]["restored_from"] == 40
-    assert result["metrics"]["step"] == 50
+    assert result["metrics"]["step"] == 30

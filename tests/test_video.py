@@ -17,7 +17,13 @@ from colorization.video import (
     Stabilizer,
     StabilizerParams,
     VideoError,
+    VideoInfo,
+    colorize_segment,
     colorize_video,
+    combine_segments,
+    join_segments,
+    probe_video,
+    split_segments,
 )
 from colorization.videofiles import output_path
 from tests.conftest import DATA, require
@@ -265,3 +271,69 @@ def test_colorize_video_command(tmp_path):
     assert '"frames": 3' in res.output and '"stabilized": false' in res.output
     assert "error:" in res.output and "bad.mp4" in res.output
     assert sorted(p.name for p in out.iterdir()) == ["clip.mp4"]
+
+
+# --- long videos in segments ---------------------------------------------------------------------
+def test_split_segments_covers_every_frame_once():
+    segs = split_segments(100, 30, warmup=24)
+    assert [(s.start, s.end, s.warmup) for s in segs] == [
+        (0, 30, 0), (30, 60, 24), (60, 90, 24), (90, 100, 24),
+    ]  # fmt: skip
+    # a remainder under a quarter of a segment joins the one before
+    assert [(s.start, s.end) for s in split_segments(95, 30)] == [(0, 30), (30, 60), (60, 95)]
+    assert [(s.start, s.end) for s in split_segments(10, 30)] == [(0, 10)]
+
+
+def _segments(src, model, tmp_path, length, warmup, only=None):
+    info = probe_video(src)
+    segs = split_segments(info.frames, length, warmup)
+    out = {}
+    for s in segs if only is None else [segs[only]]:
+        out[s.index] = colorize_segment(src, tmp_path / f"seg{s.index}.mp4", info, s, *model)
+    return info, segs, out
+
+
+def test_a_film_colorized_in_segments_joins_into_the_one_pass_film(realshort_runs, model, tmp_path):
+    """realshort in three segments (as the archive job's actors share a film), joined with its
+    sound: the same file as a whole (frames, times, size, audio packets) and, thanks to each
+    segment's warm-up, the same colours as one stabilized pass, seams included."""
+    src, runs, _ = realshort_runs
+    info, segs, results = _segments(src, model, tmp_path, 12, warmup=24)
+    assert info.frames == 36 and info.audio_streams == 1 and len(segs) == 3
+    joined = tmp_path / "joined.mp4"
+    paths = [tmp_path / f"seg{s.index}.mp4" for s in segs]
+    duration = join_segments(src, paths, joined, info, segs)
+    whole, got = probe(src), probe(joined)
+    for k in ("size", "times", "rotation", "audio"):
+        assert got[k] == whole[k], k
+    assert abs(duration - whole["duration"]) < 0.05
+    stats = combine_segments(list(results.values()))
+    assert stats["frames"] == 36 and stats["shots"] == runs[True].shots
+    assert stats["colorfulness"] == pytest.approx(runs[True].colorfulness, rel=0.03)
+
+    one_pass = np.asarray(decode_rgb(runs[True].output), np.float32)
+    diff = np.abs(np.asarray(decode_rgb(joined), np.float32) - one_pass).mean(axis=(1, 2, 3))
+    # what is left is the encoder's (each segment is its own x264 run: its rate control sees
+    # other frames ahead), about 2 levels at this size, and no larger at the seams (12, 24)
+    assert diff.max() < 3 and diff[[12, 24]].max() < 1.2 * np.median(diff), diff
+
+
+def test_a_truncated_segment_is_an_error_and_leaves_no_file(model, tmp_path):
+    src = write_video(tmp_path / "clip.mp4", [pattern(t) for t in range(20)])
+    info = probe_video(src)
+    short = VideoInfo(info.pts + (info.pts[-1] + 1,), *asdict_info(info)[1:])
+    seg = split_segments(short.frames, 30)[0]
+    with pytest.raises(VideoError, match="20 of 21 decoded"):
+        colorize_segment(src, tmp_path / "seg.mp4", short, seg, *model)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+    with pytest.raises(VideoError):
+        probe_video(_garbage(tmp_path / "bad.mp4"))
+
+
+def asdict_info(info):
+    return (info.pts, info.time_base, info.fps, info.width, info.height, info.audio_streams)
+
+
+def _garbage(path: Path) -> Path:
+    path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    return path
