@@ -219,8 +219,11 @@ def _display_matrix(src: VideoSource) -> tuple[int, list[int] | None]:
     first frame: read before the output is opened, since the muxer writes the matrix into
     the header."""
     inp, video = _open_input(src)
-    with inp:
-        frame = next(inp.decode(video), None)
+    try:
+        with inp:
+            frame = next(inp.decode(video), None)
+    except av.FFmpegError as e:
+        raise VideoError(f"broken or truncated: its first frame cannot be decoded: {e}") from e
     if frame is None:
         raise VideoError("no video frame could be decoded")
     sd = frame.side_data.get("DISPLAYMATRIX")
@@ -538,10 +541,13 @@ def probe_video(src: VideoSource) -> VideoInfo:
                 height=video.height,
                 audio_streams=len(inp.streams.audio),
             )
+            declared = video.frames
     except av.FFmpegError as e:
         raise VideoError(f"broken or truncated: reading its packets failed: {e}") from e
     if not info.pts:
         raise VideoError("no video frame in the file")
+    if declared and len(info.pts) < declared:  # an index (MP4, MOV) that lists more frames
+        raise VideoError(f"broken or truncated: {len(info.pts)} of {declared} frames present")
     return info
 
 
@@ -614,7 +620,9 @@ def colorize_segment(
         os.replace(tmp, dest)
     except av.FFmpegError as e:
         tmp.unlink(missing_ok=True)
-        raise VideoError(str(e)) from e
+        raise VideoError(
+            f"broken or truncated: frames {segment.start}-{segment.end - 1}: {e}"
+        ) from e
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -4,12 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-# torch first, before Ray, pyarrow and OpenCV load their libraries: a job driver that imported
-# it only after joining the cluster died with "Intel oneMKL FATAL ERROR: Cannot load
-# libtorch_cpu.so" (its libraries are loaded into a process that had already filled the
-# space they need; tests/test_cluster.py's jobs)
-import torch  # noqa: F401
-
 
 def parse_args(
     argv: list[str] | None, flags: tuple[str, ...] = ()
@@ -18,7 +12,12 @@ def parse_args(
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", "-c", required=True, help="YAML config of the stage")
     ap.add_argument("overrides", nargs="*", help="key=value (nested keys with dots)")
-    a = ap.parse_args(argv)
+    a = ap.parse_args(argv)  # --help ends here, before anything heavy is imported
+    # torch before Ray, pyarrow and OpenCV load their libraries: a job driver that imported it
+    # only after joining the cluster died with "Intel oneMKL FATAL ERROR: Cannot load
+    # libtorch_cpu.so" (tests/test_cluster.py's jobs)
+    import torch  # noqa: F401
+
     values = {f: False for f in flags}
     overrides = []
     for o in a.overrides:

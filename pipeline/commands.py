@@ -363,12 +363,28 @@ def run_cmd(
         "resume"
     ],
     max_pixels: Annotated[int, typer.Option(help="refuse larger images")] = _RUN["max_pixels"],
+    video_segment_frames: Annotated[
+        int, typer.Option(help="a video is shared out among the model actors in this many frames")
+    ] = _RUN["video_segment_frames"],
+    video_codec: Annotated[
+        str, typer.Option(help="FFmpeg encoder of the output videos, e.g. libx265")
+    ] = _RUN["video_codec"],
+    stabilize: Annotated[
+        bool,
+        typer.Option(
+            "--stabilize/--no-stabilize",
+            help="videos: carry colour along the motion so it does not flicker",
+        ),
+    ] = _RUN["video_stabilize"],
+    video_flicker: Annotated[
+        bool, typer.Option(help="measure each video's flicker for the manifest")
+    ] = _RUN["video_flicker"],
     endpoint_url: EndpointOpt = None,
     allow_errors: Annotated[bool, typer.Option(help="exit 0 even if inputs failed")] = False,
     progress: bool = _RUN["progress"],
 ) -> None:
-    """Each output keeps its input's name and folder, with the format's extension. DST gets a
-    manifest.parquet with a row per input (ok, skipped or why it failed); with --resume a
+    """Each output keeps its input's name and folder, with the format's extension (a video its
+    own container, or MKV where its codec needs one). DST gets a manifest.parquet with a row per input (ok, skipped or why it failed); with --resume a
     rerun only does what is missing. Runs on this machine or on the Ray cluster in
     RAY_ADDRESS."""
     from pipeline.run_stage import run
@@ -396,6 +412,10 @@ def run_cmd(
         max_pixels=max_pixels,
         storage=StorageOptions(endpoint_url=endpoint_url),
         progress=progress,
+        video_segment_frames=video_segment_frames,
+        video_codec=video_codec,
+        video_stabilize=stabilize,
+        video_flicker=video_flicker,
     )
     connect(task_slots=cfg.task_slots)
     summary = run(cfg)

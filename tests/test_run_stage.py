@@ -35,6 +35,7 @@ from tests.archive_fixtures import (
 )
 from tests.conftest import make_bucket, require
 from tests.shared_paths import SHARED_DATA, SHARED_REFERENCE
+from tests.video_fixtures import corrupt_packet, pattern, probe, write_video
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.ray]
 
@@ -109,6 +110,11 @@ def test_cli_run_defaults_are_the_configs(monkeypatch):
     res = CliRunner().invoke(app, ["run", "in", "out", "--workers", "3", "--format", "png"])
     assert res.exit_code == 0
     assert seen[-1] == RunConfig(src="in", dst="out", workers=3, format="png")
+    args = ["run", "in", "out", "--no-stabilize", "--video-segment-frames", "90"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert seen[-1] == RunConfig(
+        src="in", dst="out", video_stabilize=False, video_segment_frames=90
+    )
 
 
 def test_local_archive_every_input_has_its_row(ray_local, tmp_path, archive, tiny_model):
@@ -252,6 +258,65 @@ def test_s3_archive_to_another_bucket(ray_local, s3_server, tmp_path, archive, t
     assert len([k for k in keys if not k.startswith("colour/_manifest/")]) == summary["ok"] + 1
     again = run(RunConfig(**{**cfg.__dict__, "resume": True}))
     assert again["processed"] == summary["error"]  # only the failed ones are retried
+
+
+@pytest.mark.timeout(420)
+def test_s3_archive_colorizes_a_film_in_segments_beside_broken_videos(
+    ray_local, s3_server, tmp_path, tiny_model
+):
+    """A real clip (36 frames, AAC sound) beside broken videos (truncated, a frame corrupt in
+    its third segment, garbage) and a photo in a loopback S3 archive. The clip is shared out
+    in segments of 12 frames and joined: one ok row whose output keeps its size, times and
+    sound. Each broken video is one error row and no output, the one whose frames fail part
+    way included; no segment file is left; ``--resume`` redoes only the broken ones."""
+    real = require(SHARED_DATA / "video" / "realshort.mp4")
+    whole = write_video(tmp_path / "cut.mp4", [pattern(t) for t in range(30)], faststart=True)
+    data = whole.read_bytes()
+    corrupt = corrupt_packet(whole, tmp_path / "corrupt.mp4", frame=28)
+    src, dst = make_bucket(s3_server), make_bucket(s3_server)
+    src.put("films/reel 1.mp4", real)
+    src.put("films/cut.mp4", data[: int(len(data) * 0.6)])  # its index, 60% of its frames
+    src.put("films/corrupt.mp4", corrupt)
+    src.put("films/garbage.webm", np.random.default_rng(0).bytes(5000))
+    src.put("films/photo.jpg", sorted(require(COCO_VAL).glob("*.jpg"))[0])
+    storage = StorageOptions(endpoint_url=s3_server)
+    cfg = RunConfig(
+        src=src.uri("films"),
+        dst=dst.uri("colour"),
+        model=str(tiny_model),
+        storage=storage,
+        video_segment_frames=12,
+        progress=False,
+    )
+    summary = run(cfg)
+    assert (summary["ok"], summary["error"]) == (2, 3), summary
+    rows = {r["source_uri"].rsplit("/", 1)[1]: r for r in manifest(cfg.dst, storage)}
+    assert sorted(rows) == ["corrupt.mp4", "cut.mp4", "garbage.webm", "photo.jpg", "reel 1.mp4"]
+
+    film = rows["reel 1.mp4"]
+    assert film["status"] == "ok" and film["mode"] == "video", film
+    assert film["output_uri"] == dst.uri("colour/reel 1.mp4")
+    assert (film["frames"], film["width"], film["height"]) == (36, 320, 240)
+    assert film["fps"] == pytest.approx(probe(real)["rate"], rel=1e-3)
+    assert film["duration"] == pytest.approx(probe(real)["duration"], abs=0.05)
+    assert film["shots"] >= 1 and film["colorfulness"] > 0 and film["seconds"] > 0
+    assert film["flicker"] > 0 and film["flicker_ab"] > 0  # RGB 0..1 and ab units, squared
+    out = tmp_path / "reel.mp4"
+    out.write_bytes(dst.client.get_object(Bucket=dst.name, Key="colour/reel 1.mp4")["Body"].read())
+    got, want = probe(out), probe(real)
+    assert all(got[k] == want[k] for k in ("size", "times", "audio")), (got, want)
+
+    assert "truncated: 1 of 30 frames present" in rows["cut.mp4"]["error"], rows["cut.mp4"]
+    assert "frames 24-29" in rows["corrupt.mp4"]["error"], rows["corrupt.mp4"]
+    assert rows["corrupt.mp4"]["frames"] is None and rows["corrupt.mp4"]["width"] == 96
+    assert "cannot be read as a video" in rows["garbage.webm"]["error"], rows["garbage.webm"]
+    keys = {o["Key"] for o in dst.client.list_objects_v2(Bucket=dst.name)["Contents"]}
+    assert not [k for k in keys if "/video-" in k], keys  # segments removed
+    outputs = sorted(k for k in keys if not k.startswith("colour/_manifest/"))
+    assert outputs == ["colour/manifest.parquet", "colour/photo.jpg", "colour/reel 1.mp4"]
+
+    again = run(RunConfig(**{**cfg.__dict__, "resume": True}))
+    assert (again["processed"], again["carried_over"], again["error"]) == (3, 2, 3), again
 
 
 def _actor_pids() -> list[int]:
