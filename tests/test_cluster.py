@@ -360,6 +360,9 @@ def test_run_job_survives_a_killed_worker_node(cluster, tmp_path):
     assert all(Path(r["output_uri"]).stat().st_size > 0 for r in rows)
 
 
+# slow (3 minutes): in CI, test_train_stage.py kills a training worker whose group restarts from
+# the checkpoint in a bucket (the same restore path), and the node kill above covers the archive
+@pytest.mark.slow
 def test_train_job_survives_a_killed_worker_node(cluster, work, bucket):
     """Both Ray Train workers run on the only worker node; it is killed after a checkpoint and
     a new node joins: the worker group restarts there from that checkpoint and finishes. (The
