@@ -1,6 +1,6 @@
 """A film in segments (as the archive job's model actors share it) against one pass: seams.
 
-    python benchmarks/bench_video_segments.py [--clips dog,bikes] [--length 60] [--threads 2]
+    python benchmarks/bench_video_segments.py [--clips dog,bikes] [--length 60] [--crf 18]
 
 For each clip of ``../shared/data/video``: the stabilized one-pass output
 (:func:`colorization.video.colorize_video`), then the same film cut into segments of
@@ -13,10 +13,14 @@ outputs:
 - the colour jump of each frame: the mean ab change (Lab units) from the frame before, at the
   seams (each segment's first frame) against the median of all frames; a seam where the
   stabilizer starts afresh shows a frame-by-frame jump there;
+- the same jump at the one pass's own keyframes (x264 starts each one afresh, as it starts each
+  segment: a segment's first frame is a keyframe), where the one pass has any after frame 0;
 - the difference to the one-pass output (mean absolute RGB, levels of 255), at the seams and
   over all frames (what is left elsewhere is the encoder's: each segment is its own x264 run);
 - the time: the segments' total work (warm-up frames included) and the join, against the one
   pass.
+
+``--crf 0`` encodes everything losslessly: what is left at the seams is then the colorizer's.
 
 Prints a JSON line per clip and variant, then a markdown table.
 """
@@ -35,7 +39,7 @@ import numpy as np
 import torch
 from _host import host_load
 
-from colorization import color
+from colorization import color, video
 from colorization.shipped import load
 from colorization.video import (
     SEGMENT_WARMUP,
@@ -45,17 +49,18 @@ from colorization.video import (
     probe_video,
     split_segments,
 )
+from colorization.videofiles import CRF
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEOS = REPO.parent / "shared" / "data" / "video"
 
 
-def decode(path: Path) -> np.ndarray:
-    """float32 ``(T, H, W, 3)`` RGB in [0, 255]."""
+def decode(path: Path) -> tuple[np.ndarray, list[int]]:
+    """float32 ``(T, H, W, 3)`` RGB in [0, 255], and the indices of the keyframes after 0."""
     with av.open(str(path)) as c:
-        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)]).astype(
-            np.float32
-        )
+        frames = list(c.decode(video=0))
+    keys = [i for i, f in enumerate(frames) if f.key_frame and i > 0]
+    return np.stack([f.to_ndarray(format="rgb24") for f in frames]).astype(np.float32), keys
 
 
 def jumps(rgb: np.ndarray) -> np.ndarray:
@@ -94,12 +99,12 @@ def bench_clip(src: Path, model, table, length: int) -> list[dict]:
         t0 = time.perf_counter()
         whole = colorize_video(src, out / "one-pass.mp4", model, table, measure=False)
         t_whole = time.perf_counter() - t0
-        ref = decode(Path(whole.output))
+        ref, keys = decode(Path(whole.output))
         ref_jumps = jumps(ref)
         rows = []
         for warmup in (SEGMENT_WARMUP, 0):
             r = segmented(src, out, model, table, length, warmup)
-            rgb = decode(r["path"])
+            rgb, _ = decode(r["path"])
             assert len(rgb) == len(ref), (len(rgb), len(ref))
             j = jumps(rgb)
             diff = np.abs(rgb - ref).mean(axis=(1, 2, 3))
@@ -107,12 +112,15 @@ def bench_clip(src: Path, model, table, length: int) -> list[dict]:
             rows.append(
                 {
                     "clip": src.stem,
+                    "crf": video.CRF,
                     "frames": len(ref),
                     "length": length,
                     "warmup": warmup,
                     "segments": r["segments"],
                     "jump_seams": float(j[seams].mean()),
                     "jump_seams_one_pass": float(ref_jumps[seams].mean()),
+                    "jump_keyframes_one_pass": float(ref_jumps[keys].mean()) if keys else None,
+                    "keyframes_one_pass": keys,
                     "jump_median": float(np.median(j[1:])),
                     "diff_seams": float(diff[seams].mean()),
                     "diff_all": float(diff.mean()),
@@ -127,14 +135,16 @@ def bench_clip(src: Path, model, table, length: int) -> list[dict]:
 def table_md(rows: list[dict]) -> str:
     lines = [
         "| clip | frames | segments | warm-up | ab jump at the seams: one pass / segments | "
-        "median ab jump | RGB diff to one pass: seams / all | seconds: one pass / segments "
+        "one pass at its keyframes | median ab jump | RGB diff to one pass: seams / all | seconds: one pass / segments "
         "+ join |",
-        "|---|---:|---:|---:|---|---:|---|---|",
+        "|---|---:|---:|---:|---|---:|---:|---|---|",
     ]
     for r in rows:
+        key = r["jump_keyframes_one_pass"]
+        key = "none" if key is None else f"{key:.2f} ({len(r['keyframes_one_pass'])})"
         lines.append(
             f"| {r['clip']} | {r['frames']} | {r['segments']} | {r['warmup']} | "
-            f"{r['jump_seams_one_pass']:.2f} / {r['jump_seams']:.2f} | {r['jump_median']:.2f} | "
+            f"{r['jump_seams_one_pass']:.2f} / {r['jump_seams']:.2f} | {key} | {r['jump_median']:.2f} | "
             f"{r['diff_seams']:.2f} / {r['diff_all']:.2f} | {r['seconds_one_pass']:.1f} / "
             f"{r['seconds_segments']:.1f} + {r['seconds_join']:.1f} |"
         )
@@ -147,8 +157,10 @@ def main() -> None:
     ap.add_argument("--length", type=int, default=60, help="frames per segment")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", default="seg-lite0")
+    ap.add_argument("--crf", type=int, default=CRF, help="x264 rate factor of every encode")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    video.CRF = a.crf  # read by every encode of colorization.video
     model, table, _ = load(a.model)
     print(f"# host load before: {host_load()}", file=sys.stderr)
     rows = []
