@@ -57,10 +57,13 @@ VIDEOS = REPO.parent / "shared" / "data" / "video"
 
 def decode(path: Path) -> tuple[np.ndarray, list[int]]:
     """float32 ``(T, H, W, 3)`` RGB in [0, 255], and the indices of the keyframes after 0."""
+    rgb, keys = [], []
     with av.open(str(path)) as c:
-        frames = list(c.decode(video=0))
-    keys = [i for i, f in enumerate(frames) if f.key_frame and i > 0]
-    return np.stack([f.to_ndarray(format="rgb24") for f in frames]).astype(np.float32), keys
+        for i, f in enumerate(c.decode(video=0)):
+            rgb.append(f.to_ndarray(format="rgb24"))
+            if f.key_frame and i > 0:
+                keys.append(i)
+    return np.stack(rgb).astype(np.float32), keys
 
 
 def jumps(rgb: np.ndarray) -> np.ndarray:
@@ -135,8 +138,8 @@ def bench_clip(src: Path, model, table, length: int) -> list[dict]:
 def table_md(rows: list[dict]) -> str:
     lines = [
         "| clip | frames | segments | warm-up | ab jump at the seams: one pass / segments | "
-        "one pass at its keyframes | median ab jump | RGB diff to one pass: seams / all | seconds: one pass / segments "
-        "+ join |",
+        "one pass at its keyframes | median ab jump | RGB diff to one pass: seams / all | "
+        "seconds: one pass / segments + join |",
         "|---|---:|---:|---:|---|---:|---:|---|---|",
     ]
     for r in rows:
@@ -144,7 +147,8 @@ def table_md(rows: list[dict]) -> str:
         key = "none" if key is None else f"{key:.2f} ({len(r['keyframes_one_pass'])})"
         lines.append(
             f"| {r['clip']} | {r['frames']} | {r['segments']} | {r['warmup']} | "
-            f"{r['jump_seams_one_pass']:.2f} / {r['jump_seams']:.2f} | {key} | {r['jump_median']:.2f} | "
+            f"{r['jump_seams_one_pass']:.2f} / {r['jump_seams']:.2f} | {key} | "
+            f"{r['jump_median']:.2f} | "
             f"{r['diff_seams']:.2f} / {r['diff_all']:.2f} | {r['seconds_one_pass']:.1f} / "
             f"{r['seconds_segments']:.1f} + {r['seconds_join']:.1f} |"
         )
