@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from _host import host_load
 
-from colorization import color, video
+from colorization import color
 from colorization.shipped import load
 from colorization.video import (
     SEGMENT_WARMUP,
@@ -74,14 +74,14 @@ def jumps(rgb: np.ndarray) -> np.ndarray:
     return out
 
 
-def segmented(src: Path, out: Path, model, table, length: int, warmup: int) -> dict:
+def segmented(src: Path, out: Path, model, table, length: int, warmup: int, crf: int) -> dict:
     info = probe_video(src)
     segs = split_segments(info.frames, length, warmup)
     t0 = time.perf_counter()
     paths = []
     for s in segs:
         p = out / f"seg-{warmup}-{s.index:03d}.mp4"
-        colorize_segment(src, p, info, s, model, table, measure=False)
+        colorize_segment(src, p, info, s, model, table, measure=False, crf=crf)
         paths.append(p)
     t_seg = time.perf_counter() - t0
     dest = out / f"joined-{warmup}.mp4"
@@ -96,17 +96,17 @@ def segmented(src: Path, out: Path, model, table, length: int, warmup: int) -> d
     }
 
 
-def bench_clip(src: Path, model, table, length: int) -> list[dict]:
+def bench_clip(src: Path, model, table, length: int, crf: int) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="bench-segments-") as tmp:
         out = Path(tmp)
         t0 = time.perf_counter()
-        whole = colorize_video(src, out / "one-pass.mp4", model, table, measure=False)
+        whole = colorize_video(src, out / "one-pass.mp4", model, table, measure=False, crf=crf)
         t_whole = time.perf_counter() - t0
         ref, keys = decode(Path(whole.output))
         ref_jumps = jumps(ref)
         rows = []
         for warmup in (SEGMENT_WARMUP, 0):
-            r = segmented(src, out, model, table, length, warmup)
+            r = segmented(src, out, model, table, length, warmup, crf)
             rgb, _ = decode(r["path"])
             assert len(rgb) == len(ref), (len(rgb), len(ref))
             j = jumps(rgb)
@@ -115,7 +115,7 @@ def bench_clip(src: Path, model, table, length: int) -> list[dict]:
             rows.append(
                 {
                     "clip": src.stem,
-                    "crf": video.CRF,
+                    "crf": crf,
                     "frames": len(ref),
                     "length": length,
                     "warmup": warmup,
@@ -164,12 +164,11 @@ def main() -> None:
     ap.add_argument("--crf", type=int, default=CRF, help="x264 rate factor of every encode")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    video.CRF = a.crf  # read by every encode of colorization.video
     model, table, _ = load(a.model)
     print(f"# host load before: {host_load()}", file=sys.stderr)
     rows = []
     for name in a.clips.split(","):
-        for r in bench_clip(VIDEOS / f"{name}.mp4", model, table, a.length):
+        for r in bench_clip(VIDEOS / f"{name}.mp4", model, table, a.length, a.crf):
             print(json.dumps(r), flush=True)
             rows.append(r)
     print(f"# host load after: {host_load()}", file=sys.stderr)

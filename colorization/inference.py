@@ -15,7 +15,7 @@ from torch import nn
 
 from colorization import color
 from colorization.pixels import finish_np, lightness_np, pixels_u8
-from colorization.shipped import DEFAULT_SATURATION, DEFAULT_TEMPERATURE
+from colorization.shipped import DEFAULT_SATURATION, DEFAULT_SIZE, DEFAULT_TEMPERATURE
 from colorization.tables import ColorTable
 
 
@@ -38,6 +38,14 @@ def predict_chroma(
     class models (annealed mean at ``temperature``), UV for regression models."""
     chroma = model_chroma(model, L, table, temperature, saturation)
     return _upsample(chroma, size or tuple(L.shape[-2:]))
+
+
+def input_size(model: nn.Module, size: int | None = None) -> int:
+    """The side of the square L the model sees: ``size`` if given, else the model's own
+    (``inference_defaults``, from its checkpoint), else
+    :data:`~colorization.shipped.DEFAULT_SIZE`."""
+    own = getattr(model, "inference_defaults", {}) or {}
+    return int(size if size is not None else own.get("size", DEFAULT_SIZE))
 
 
 def settings(
@@ -104,7 +112,7 @@ def colorize_images(
     model: nn.Module,
     table: ColorTable | None,
     images: Sequence[Image.Image],
-    size: int = 256,
+    size: int | None = None,
     temperature: float | None = None,
     batch_size: int = 8,
     saturation: float | None = None,
@@ -116,7 +124,8 @@ def colorize_images(
     sees), :func:`model_chroma` (batched, ``batch_size`` at a time) and :func:`finish` (the
     chroma upsampled to the image's full resolution, joined with its own L; alpha kept).
     ``temperature`` (annealed mean) and ``saturation`` (a factor on the predicted chroma)
-    default to the model's own settings (:func:`settings`). Deterministic for the same inputs."""
+    default to the model's own settings (:func:`settings`), ``size`` to its own input side
+    (:func:`input_size`). Deterministic for the same inputs."""
     setting = settings(model, temperature, saturation)
     return colorize_images_at(model, table, images, [setting], size, batch_size)[0]
 
@@ -127,13 +136,14 @@ def colorize_images_at(
     table: ColorTable | None,
     images: Sequence[Image.Image],
     at: Sequence[tuple[float, float]],
-    size: int = 256,
+    size: int | None = None,
     batch_size: int = 8,
 ) -> list[list[Image.Image]]:
     """:func:`colorize_images` at several (temperature, saturation) settings, one forward pass
     per batch for all of them (what the evaluation's settings sweep needs); returns one list
     of images per setting."""
     device = next(model.parameters()).device
+    size = input_size(model, size)
     out: list[list[Image.Image]] = [[] for _ in at]
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
@@ -167,7 +177,7 @@ def colorize_image(
     model: nn.Module,
     table: ColorTable | None,
     im: Image.Image,
-    size: int = 256,
+    size: int | None = None,
     temperature: float | None = None,
     saturation: float | None = None,
 ) -> Image.Image:

@@ -20,9 +20,20 @@ if TYPE_CHECKING:  # torch is imported only when a model is loaded: the CLI star
 
 DEFAULT_MODEL = "seg-lite0"
 #: inference settings of a model whose checkpoint gives none (``meta.json`` ``inference``):
-#: the annealed-mean temperature and the factor on the predicted chroma
+#: the annealed-mean temperature, the factor on the predicted chroma, and the side (px, a
+#: multiple of 16) of the square L the model sees (its chroma is upsampled onto the image's
+#: own full-resolution L)
 DEFAULT_TEMPERATURE = 0.38
 DEFAULT_SATURATION = 1.0
+DEFAULT_SIZE = 256
+
+
+def inference_size(spec: str | Path | None = None) -> int:
+    """The model input side of a model (its ``meta.json`` ``inference.size``, else
+    :data:`DEFAULT_SIZE`), read without loading it: what a driver hands its workers."""
+    from colorization.checkpoint import read_meta
+
+    return int(read_meta(resolve_model(spec)).get("inference", {}).get("size", DEFAULT_SIZE))
 
 
 def models_dir() -> Path:

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from colorization import flow as fl
-from colorization.inference import model_chroma
+from colorization.inference import input_size, model_chroma
 from colorization.metrics import FlickerMeter, colorfulness
 from colorization.pixels import finish_np, lightness_np, resize
 from colorization.tables import ColorTable
@@ -62,6 +62,8 @@ class StabilizerParams:
 
     #: flow and blending run on frames scaled to at most this many px on the longer side
     work_side: int = 320
+    #: OpenCV's DIS preset of the flow (:data:`colorization.flow.DIS_PRESETS`)
+    preset: str = "fast"
     #: the carried colour's weight where the flow is fully trusted; the current prediction
     #: keeps the rest, so errors carried along fade (to 1/e in about 1 / (1 - carry) frames)
     carry: float = 0.85
@@ -148,7 +150,7 @@ class Stabilizer:
     """Carries a video's chroma along the optical flow, one frame at a time, at the working
     size (:attr:`StabilizerParams.work_side`).
 
-    For frame t with predicted chroma ``c_t``: the flow from t to t-1 (DIS, fast preset) on
+    For frame t with predicted chroma ``c_t``: the flow from t to t-1 (DIS, :attr:`~StabilizerParams.preset`) on
     the grey frames warps the previous output chroma ``s_{t-1}`` onto frame t; the output is
     ``s_t = w * warped + (1 - w) * c_t`` with ``w = carry * trust``, where ``trust`` in [0, 1]
     falls with the forward-backward inconsistency of the flow (occlusions, new content, flow
@@ -158,7 +160,7 @@ class Stabilizer:
 
     def __init__(self, params: StabilizerParams = StabilizerParams()):
         self.params = params
-        self._flow = fl.DisFlow("fast")
+        self._flow = fl.DisFlow(params.preset)
         self._prev: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def reset(self) -> None:
@@ -250,13 +252,15 @@ def _open_output(
     codec: str,
     matrix: list[int] | None,
     audio: bool = True,
+    crf: int = CRF,
 ) -> _Streams:
     """The output container: a video stream with the input's size, rate, time base, colour
-    tags and display matrix, and a copy of each audio stream (with ``audio``)."""
+    tags and display matrix (x264 / x265 at rate factor ``crf``), and a copy of each audio
+    stream (with ``audio``)."""
     mp4 = tmp.suffix.lower() in (".mp4", ".mov")
     out = av.open(str(tmp), "w", options={"movflags": "+faststart"} if mp4 else {})
     try:
-        options = {"crf": str(CRF)} if codec in ("libx264", "libx265") else {}
+        options = {"crf": str(crf)} if codec in ("libx264", "libx265") else {}
         rate = video.average_rate or video.guessed_rate or Fraction(25)
         vout = out.add_stream(codec, rate=rate, options=options)
         vout.width, vout.height, vout.pix_fmt = video.width, video.height, "yuv420p"
@@ -325,36 +329,45 @@ def _batches(frames: Iterator, n: int, limit: int | None) -> Iterator[list]:
         yield batch
 
 
-class _Colorizer:
-    """Model chroma -> (stabilized) output RGB for a batch of decoded frames."""
+class FrameColorizer:
+    """Model chroma -> (stabilized) output RGB for a batch of decoded frames, in the order
+    of the video: what :func:`colorize_video` and :func:`colorize_segment` run per batch
+    (``benchmarks/tune_stabilizer.py`` runs :meth:`predict` once and :meth:`finish` per
+    setting of the stabilizer)."""
 
     def __init__(self, model, table, temperature, saturation, size, stabilize, params):
-        self.model, self.table, self.size = model, table, size
+        self.model, self.table, self.size = model, table, input_size(model, size)
         self.temperature, self.saturation = temperature, saturation
         self.device = next(model.parameters()).device
         self.stabilizer = Stabilizer(params) if stabilize else None
         self.cuts = ShotCuts(params.cut)
         self.work_side = params.work_side
 
-    def __call__(self, rgbs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, bool]]:
-        """uint8 RGB frames -> [(full-resolution grey uint8, output RGB uint8, whether the
-        frame starts a new shot)]."""
+    def predict(self, rgbs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """uint8 RGB frames -> [(L ``(H, W)``, the model's chroma ``(2, h, w)`` at the model's
+        size)]: the model's part, which does not depend on earlier frames."""
         Ls, smalls = zip(*(lightness_np(rgb, self.size) for rgb in rgbs), strict=True)
         L_batch = torch.from_numpy(np.stack(smalls)[:, None]).to(self.device)
         chromas = model_chroma(
             self.model, L_batch, self.table, self.temperature, self.saturation
         ).cpu()
-        done = []
-        for L, chroma in zip(Ls, chromas.float().numpy(), strict=True):
-            work = fl.fit_side(L.shape, self.work_side)
-            L_work = fl.shrink(L, work)
-            grey_work = fl.grey_u8(L_work)
-            cut = self.cuts(grey_work)
-            if self.stabilizer is not None:
-                chroma = self.stabilizer(grey_work, L_work, resize(chroma, work), cut)
-            out = finish_np(L, chroma, self.model.output_kind)
-            done.append((fl.grey_u8(L), np.asarray(out), cut))
-        return done
+        return list(zip(Ls, chromas.float().numpy(), strict=True))
+
+    def finish(self, L: np.ndarray, chroma: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+        """The next frame's L and predicted chroma (:meth:`predict`) -> (full-resolution grey
+        uint8, output RGB uint8, whether the frame starts a new shot)."""
+        work = fl.fit_side(L.shape, self.work_side)
+        L_work = fl.shrink(L, work)
+        grey_work = fl.grey_u8(L_work)
+        cut = self.cuts(grey_work)
+        if self.stabilizer is not None:
+            chroma = self.stabilizer(grey_work, L_work, resize(chroma, work), cut)
+        out = finish_np(L, chroma, self.model.output_kind)
+        return fl.grey_u8(L), np.asarray(out), cut
+
+    def __call__(self, rgbs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, bool]]:
+        """uint8 RGB frames -> [:meth:`finish` of each], in order."""
+        return [self.finish(L, chroma) for L, chroma in self.predict(rgbs)]
 
 
 def colorize_video(
@@ -367,7 +380,8 @@ def colorize_video(
     saturation: float | None = None,
     stabilize: bool = True,
     codec: str = DEFAULT_CODEC,
-    size: int = 256,
+    crf: int = CRF,
+    size: int | None = None,
     batch_size: int = 8,
     max_frames: int | None = None,
     measure: bool = True,
@@ -375,14 +389,15 @@ def colorize_video(
     progress: Callable[[Progress], None] | None = None,
 ) -> VideoResult:
     """Colorize the video file ``src`` into ``dest`` (see the module doc); returns its
-    :class:`VideoResult`. ``size``: the model's input side; ``max_frames``: stop after so many
+    :class:`VideoResult`. ``crf``: the rate factor of x264 / x265 (0 is lossless in
+    yuv420p); ``size``: the model's input side (default: its own, :func:`~colorization.inference.input_size`); ``max_frames``: stop after so many
     frames (the output is that long); ``measure``: the output's warping errors into the
     result (a Farneback flow per frame pair and each frame's Lab: at 720p about a third of
     the time of the whole path); ``progress``:
     called after every batch. Raises :class:`VideoError` (and leaves no output) for a video
     that cannot be read or written."""
     src, dest = Path(src), Path(dest)
-    colorizer = _Colorizer(model, table, temperature, saturation, size, stabilize, params)
+    colorizer = FrameColorizer(model, table, temperature, saturation, size, stabilize, params)
     tmp = dest.with_name(f".{dest.stem}.partial{dest.suffix}")
     start = time.perf_counter()
     try:
@@ -396,7 +411,7 @@ def colorize_video(
         with inp:
             fps = float(video.average_rate or video.guessed_rate or 0)
             width, height = video.width, video.height
-            streams = _open_output(tmp, inp, video, codec, matrix)
+            streams = _open_output(tmp, inp, video, codec, matrix, crf=crf)
             n_audio = len(streams.audio)
             with streams.out:
                 stats = _transcode(streams, colorizer, batch_size, max_frames, measure, progress)
@@ -421,7 +436,8 @@ def colorize_video(
         stabilized=stabilize,
         codec=codec,
         audio_streams=n_audio,
-        settings={"temperature": temperature, "saturation": saturation, "size": size}
+        settings={"temperature": temperature, "saturation": saturation, "size": colorizer.size}
+        | ({"crf": crf} if codec in ("libx264", "libx265") else {})
         | (asdict(params) if stabilize else {}),
         **stats,
     )
@@ -429,7 +445,7 @@ def colorize_video(
 
 def _transcode(
     s: _Streams,
-    colorizer: _Colorizer,
+    colorizer: FrameColorizer,
     batch_size: int,
     max_frames: int | None,
     measure: bool,
@@ -577,7 +593,8 @@ def colorize_segment(
     saturation: float | None = None,
     stabilize: bool = True,
     codec: str = DEFAULT_CODEC,
-    size: int = 256,
+    crf: int = CRF,
+    size: int | None = None,
     batch_size: int = 8,
     measure: bool = True,
     params: StabilizerParams = StabilizerParams(),
@@ -585,11 +602,11 @@ def colorize_segment(
     """Colorize ``segment`` of the video ``src`` (whose :func:`probe_video` is ``info``) into
     the video-only file ``dest`` (MP4), each frame at its own timestamp. Decoding starts at
     the key frame before the warm-up (a seek), or at the first frame if the container cannot
-    seek there. Raises :class:`VideoError` (and leaves no ``dest``) when the segment's frames
-    do not all decode."""
+    seek there; ``crf`` as :func:`colorize_video`'s. Raises :class:`VideoError` (and leaves no
+    ``dest``) when the segment's frames do not all decode."""
     dest = Path(dest)
     tmp = dest.with_name(f".{dest.stem}.partial.mp4")
-    colorizer = _Colorizer(model, table, temperature, saturation, size, stabilize, params)
+    colorizer = FrameColorizer(model, table, temperature, saturation, size, stabilize, params)
     first, start = info.pts[segment.start - segment.warmup], info.pts[segment.start]
     stop = info.pts[segment.end] if segment.end < info.frames else None
     t0 = time.perf_counter()
@@ -603,7 +620,7 @@ def colorize_segment(
             with inp:
                 if seek:
                     inp.seek(first, stream=video, backward=True, any_frame=False)
-                s = _open_output(tmp, inp, video, codec, matrix, audio=False)
+                s = _open_output(tmp, inp, video, codec, matrix, audio=False, crf=crf)
                 with s.out:
                     frames = (f for f in _frames(s) if f.pts is not None and f.pts >= first)
                     got = _write_segment(
@@ -611,7 +628,9 @@ def colorize_segment(
                     )
             if got.first_pts == first or not seek:
                 break
-            colorizer = _Colorizer(model, table, temperature, saturation, size, stabilize, params)
+            colorizer = FrameColorizer(
+                model, table, temperature, saturation, size, stabilize, params
+            )
         if got.frames != want or got.first_pts != first:
             raise VideoError(
                 f"broken or truncated: frames {segment.start}-{segment.end - 1}: "
@@ -655,7 +674,7 @@ class _Written:
 
 
 def _write_segment(
-    s: _Streams, colorizer: _Colorizer, frames: Iterator, start: int, batch_size: int, measure
+    s: _Streams, colorizer: FrameColorizer, frames: Iterator, start: int, batch_size: int, measure
 ) -> _Written:
     """Colorize ``frames`` (warm-up first), encode those from timestamp ``start`` on."""
     got = _Written()

@@ -118,7 +118,7 @@ class Colorizer:
     def __init__(self, cfg: RunConfig):
         import torch  # only the model actors import torch: the tasks' workers stay smaller
 
-        from colorization.inference import model_chroma
+        from colorization.inference import input_size, model_chroma
         from colorization.shipped import load
 
         self.cfg = cfg
@@ -127,7 +127,8 @@ class Colorizer:
         torch.set_num_threads(actor_threads(cfg))
         self.model, self.table, _ = load(cfg.model, self.device)
         # the chroma's shape (rows that failed upstream get zeros of it: one tensor column)
-        probe = torch.zeros((1, 1, cfg.size, cfg.size), device=self.device)
+        side = input_size(self.model, cfg.size)
+        probe = torch.zeros((1, 1, side, side), device=self.device)
         self.chroma_shape = tuple(model_chroma(self.model, probe, self.table).shape[1:])
 
     def __call__(self, batch: pa.Table) -> pa.Table:

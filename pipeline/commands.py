@@ -16,7 +16,7 @@ import typer
 
 from colorization.shipped import DEFAULT_MODEL, DEFAULT_SATURATION, DEFAULT_TEMPERATURE
 from colorization.tables import TableParams
-from colorization.videofiles import DEFAULT_CODEC
+from colorization.videofiles import CRF, DEFAULT_CODEC
 from pipeline.cli import COMMANDS, TABLES_COMMANDS
 from pipeline.cluster import connect
 from pipeline.run_stage import RunConfig
@@ -201,7 +201,10 @@ def image_cmd(
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("colorized"),
     temperature: TemperatureOpt = None,
     saturation: SaturationOpt = None,
-    size: Annotated[int, typer.Option(help="model input side (multiple of 16)")] = 256,
+    size: Annotated[
+        int | None,
+        typer.Option(help="model input side, a multiple of 16 (default: the model's own)"),
+    ] = None,
 ) -> None:
     """Each output is a PNG of the input's size, in OUT under the input's name."""
     from colorization.imageio import DecodeError, decode_image
@@ -242,6 +245,9 @@ def video_cmd(
     codec: Annotated[
         str, typer.Option(help="FFmpeg video encoder, e.g. libx265 or libvpx-vp9")
     ] = DEFAULT_CODEC,
+    crf: Annotated[
+        int, typer.Option(help="x264 / x265 rate factor: lower is closer to lossless (0)")
+    ] = CRF,
 ) -> None:
     """Each output has the input's name, size, frame rate, duration, rotation and sound, in
     OUT (a .webm input gives .mkv unless the codec is a WebM one). A colour video is made grey
@@ -258,7 +264,7 @@ def video_cmd(
         try:
             result = colorize_video(
                 path, dest, net, table, temperature=temperature, saturation=saturation,
-                stabilize=stabilize, codec=codec, progress=_progress_line(path.name),
+                stabilize=stabilize, codec=codec, crf=crf, progress=_progress_line(path.name),
             )  # fmt: skip
         except VideoError as e:
             typer.echo(f"\nerror: {e}", err=True)
@@ -290,6 +296,10 @@ def eval_cmd(
     ] = DEFAULT_MODEL,
     temperature: TemperatureOpt = None,
     saturation: SaturationOpt = None,
+    size: Annotated[
+        int | None,
+        typer.Option(help="model input side, a multiple of 16 (default: each model's own)"),
+    ] = None,
     batch_size: int = 8,
     limit: Annotated[int | None, typer.Option(help="evaluate at most this many images")] = None,
     images_dir: Annotated[str | None, typer.Option(help="images of a COCO json")] = None,
@@ -316,6 +326,7 @@ def eval_cmd(
         models=[m.strip() for m in models.split(",") if m.strip()],
         temperature=temperature,
         saturation=saturation,
+        size=size,
         batch_size=batch_size,
         limit=limit,
         images_dir=images_dir,

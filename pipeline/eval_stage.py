@@ -46,7 +46,7 @@ from colorization.evaluation import (
 )
 from colorization.imageio import DecodeError, decode_image
 from colorization.imagenet import DEFAULT_JUDGE, Judge, label_of
-from colorization.inference import colorize_images_at, settings
+from colorization.inference import colorize_images_at, input_size, settings
 from colorization.metrics import AUC_MAX_ERROR, auc_of_counts, colorfulness
 from colorization.shipped import DEFAULT_MODEL, load, resolve_model
 from pipeline.config import save_config
@@ -88,6 +88,7 @@ class EvalConfig:
     models: list[str] = field(default_factory=lambda: [DEFAULT_MODEL])
     temperature: float | None = None  # None: each model's own setting
     saturation: float | None = None  # None: each model's own setting
+    size: int | None = None  # the models' input side; None: each model's own setting
     batch_size: int = 8
     limit: int | None = None
     thumbnails: int = 16  # images shown in the report
@@ -162,13 +163,14 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         name = _model_label(spec, path, taken)
         at = sweep_settings(cfg, model)
         t0 = time.perf_counter()
-        colored = colorize_images_at(model, table, greys, at, EVAL_SIZE, cfg.batch_size)
+        side = input_size(model, cfg.size)
+        colored = colorize_images_at(model, table, greys, at, side, cfg.batch_size)
         classes = model.output_kind == "classes"  # the temperature is for class models only
         for (t, s), images in zip(at, colored, strict=True):
             label = name if len(at) == 1 else f"{name} T={t:g} s={s:g}"
             taken.add(label)
             sources[label] = str(path)
-            used[label] = {"temperature": t if classes else None, "saturation": s}
+            used[label] = {"temperature": t if classes else None, "saturation": s, "size": side}
             seconds[label] = (time.perf_counter() - t0) / len(at)
             outputs[label] = [np.asarray(c) for c in images]
     t0 = time.perf_counter()
@@ -268,7 +270,7 @@ def _summary(rows, seconds, sources, used, n, cfg: EvalConfig, aucs, judged) -> 
         entry.update(aucs[label])
         entry.update(_semantic(mine))
         entry["seconds_per_image"] = seconds[label] / max(1, len(mine))
-        entry.update(used.get(label, {"temperature": None, "saturation": 0.0}))
+        entry.update(used.get(label, {"temperature": None, "saturation": 0.0, "size": None}))
         table.append(entry)
     semantic = _semantic(orig_rows)
     return {
@@ -314,21 +316,22 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"{summary['images']} images, {EVAL_SIZE}x{EVAL_SIZE} ({summary['skipped_grey']} grey "
         f"originals skipped, {summary['errors']} unreadable)",
         "",
-        "| model | T | saturation | PSNR (dB) | SSIM | colourfulness | gap to originals | "
-        "AuC raw | AuC rebal. | agreement % | top-1 % | s/image |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | T | saturation | input px | PSNR (dB) | SSIM | colourfulness | "
+        "gap to originals | AuC raw | AuC rebal. | agreement % | top-1 % | s/image |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in summary["rows"]:
         t = "" if r["temperature"] is None else f"{r['temperature']:g}"
         lines.append(
-            f"| {r['model']} | {t} | {r['saturation']:g} | {r['psnr']:.2f} | {r['ssim']:.4f} | "
+            f"| {r['model']} | {t} | {r['saturation']:g} | {_fmt(r.get('size'), 'd')} | "
+            f"{r['psnr']:.2f} | {r['ssim']:.4f} | "
             f"{r['colorfulness']:.2f} | {r['colorfulness_gap']:+.2f} | "
             f"{_fmt(r.get('auc_raw'), '.4f')} | {_fmt(r.get('auc_rebalanced'), '.4f')} | "
             f"{_fmt(r.get('judge_agreement'), '.1f')} | "
             f"{_fmt(r.get('judge_top1_accuracy'), '.1f')} | {r['seconds_per_image']:.3f} |"
         )
     lines.append(
-        f"| {ORIGINALS} | | | | | {summary['originals_colorfulness']:.2f} | 0 | | | "
+        f"| {ORIGINALS} | | | | | | {summary['originals_colorfulness']:.2f} | 0 | | | "
         f"{_fmt(summary.get('originals_judge_agreement'), '.1f')} | "
         f"{_fmt(summary.get('originals_judge_top1_accuracy'), '.1f')} | |"
     )

@@ -22,7 +22,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,7 @@ class RunConfig:
     quality: int = 90
     temperature: float | None = None  # None: the model's own setting
     saturation: float | None = None  # None: the model's own setting
-    size: int = 256  # the model's input side
+    size: int | None = None  # the model's input side; None: the model's own (then saved)
     batch_size: int = 8  # images per model call
     task_batch_size: int = 32  # images per decode and finish task (fewer tasks: less overhead)
     # decode tasks and finish tasks in flight at once (each): bounds the worker processes and
@@ -175,6 +175,10 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     from pipeline.config import to_dict
 
     _check_destination(cfg)
+    if cfg.size is None:
+        from colorization.shipped import inference_size
+
+        cfg = replace(cfg, size=inference_size(cfg.model))
     t_start = time.perf_counter()
     run_id = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
     model_id, fingerprint, kind = _model_facts(cfg.model)

@@ -165,6 +165,21 @@ def test_input_size_must_be_a_multiple_of_16(zhang):
         colorize_batch(m, torch.full((1, 1, 40, 40), 50.0), zhang)
 
 
+def test_the_input_side_is_the_given_one_else_the_models_own_else_256(zhang):
+    from colorization.inference import colorize_images, input_size
+
+    m = model("cls-afm", zhang)
+    seen = []
+    m.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0].shape[-2:])))
+    im = Image.new("L", (90, 50), 128)
+    assert input_size(m) == 256
+    m.inference_defaults = {"size": 96}
+    assert input_size(m) == 96 and input_size(m, 64) == 64
+    (out,) = colorize_images(m, zhang, [im])
+    colorize_images(m, zhang, [im], size=64)
+    assert seen == [(96, 96), (64, 64)] and out.size == (90, 50)
+
+
 COCO_VAL = SHARED_DATA / "coco-tiny" / "val2017"
 
 

@@ -198,10 +198,11 @@ def test_colorize_video_command(tmp_path):
     bad.write_bytes(b"nothing")
     out = tmp_path / "out"
     res = CliRunner().invoke(
-        app, ["video", str(src), str(bad), "--out", str(out), "--no-stabilize"]
+        app, ["video", str(src), str(bad), "--out", str(out), "--no-stabilize", "--crf", "0"]
     )
     assert res.exit_code == 1, res.output
     assert '"frames": 3' in res.output and '"stabilized": false' in res.output
+    assert '"crf": 0' in res.output
     assert "error:" in res.output and "bad.mp4" in res.output
     assert sorted(p.name for p in out.iterdir()) == ["clip.mp4"]
 
