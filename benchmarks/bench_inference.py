@@ -1,6 +1,7 @@
 """Inference speed at 256x256 against the ECCV 2016 network of Zhang et al., in one run.
 
     python benchmarks/bench_inference.py [--model seg-lite0] [--threads 2] [--seconds 15]
+        [--input-size N]
 
 Three figures, images/s, same threads, same batch, same input size:
 1. the anchor: ``../shared/bench/eccv16_anchor.py`` (32.2 M parameters, random weights; its
@@ -9,6 +10,8 @@ Three figures, images/s, same threads, same batch, same input size:
    at 256x256 (``predict_chroma``), with the shipped weights;
 3. the whole inference path on 256x256 photos: PIL image -> L -> model -> ab -> the image's
    own L recombined -> 8-bit RGB PIL image (``colorize_images``).
+With ``--input-size`` (default: the model's own, ``inference.input_size``) the model sees
+an N x N L in 2 and 3 while the photos stay 256x256 (3 upsamples its chroma onto them).
 Ratio = 2 (or 3) over 1. Run on a quiet machine: the host load is recorded with the figures.
 """
 
@@ -25,7 +28,7 @@ import torch
 from _host import host_load
 from PIL import Image
 
-from colorization.inference import colorize_images, predict_chroma
+from colorization.inference import colorize_images, input_size, predict_chroma
 from colorization.shipped import load
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +48,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="seg-lite0")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--size", type=int, default=256, help="the photos' side (and the anchor's)")
+    ap.add_argument(
+        "--input-size", type=int, default=None, help="the model's input side (default: its own)"
+    )
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=15)
     a = ap.parse_args()
@@ -57,15 +63,17 @@ def main() -> None:
 
     torch.set_num_threads(a.threads)
     model, table, path = load(a.model)
-    L = torch.rand(a.batch, 1, a.size, a.size) * 100
+    side = input_size(model, a.input_size)
+    L = torch.rand(a.batch, 1, side, side) * 100
     net = timed(lambda: predict_chroma(model, L, table), a.batch, a.seconds)
     photos = sorted((SHARED / "data" / "coco-tiny" / "val2017").glob("*.jpg"))[: a.batch]
     ims = [Image.open(p).convert("L").resize((a.size, a.size), Image.BICUBIC) for p in photos]
     full = timed(
-        lambda: colorize_images(model, table, ims, a.size, batch_size=a.batch), a.batch, a.seconds
+        lambda: colorize_images(model, table, ims, side, batch_size=a.batch), a.batch, a.seconds
     )
     result = {
         "size": a.size,
+        "input_size": side,
         "batch": a.batch,
         "threads": a.threads,
         "eccv16_images_per_s": anchor["images_per_s"],
