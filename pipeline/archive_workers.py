@@ -53,7 +53,10 @@ class _Decode:
     float L) and the ``size`` x ``size`` L the model sees. Failed rows carry their error."""
 
     def __init__(self, cfg: RunConfig):
+        from colorization.shipped import inference_size
+
         self.cfg = cfg
+        self.size = cfg.size if cfg.size is not None else inference_size(cfg.model)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         out = []
@@ -67,14 +70,14 @@ class _Decode:
                 )
                 row.update(width=im.width, height=im.height, mode=im.mode)
                 pixels = pixels_u8(im)
-                small = lightness_np(pixels, self.cfg.size)[1]
+                small = lightness_np(pixels, self.size)[1]
                 row.update(pixels=pixels.tobytes(), small=small)
                 if "A" in im.getbands() and self.cfg.format != "jpeg":
                     row["alpha"] = im.getchannel("A").tobytes()
             except Exception as e:  # noqa: BLE001 - every input gets a row
                 row.update(status="error", error=_message(e, "read/decode"))
             if row["small"] is None:
-                row["small"] = np.zeros((self.cfg.size, self.cfg.size), np.float32)
+                row["small"] = np.zeros((self.size, self.size), np.float32)
             row["seconds"] = time.perf_counter() - t0
             out.append(row)
         return _columns(out, [*_PASS, "pixels", "small", "alpha"])
