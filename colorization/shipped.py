@@ -28,9 +28,13 @@ DEFAULT_SATURATION = 1.0
 DEFAULT_SIZE = 256
 
 
-def inference_size(spec: str | Path | None = None) -> int:
-    """The model input side of a model (its ``meta.json`` ``inference.size``, else
-    :data:`DEFAULT_SIZE`), read without loading it: what a driver hands its workers."""
+def inference_size(spec: str | Path | None = None, size: int | None = None) -> int:
+    """The model input side: ``size`` if given, else the model's own (its ``meta.json``
+    ``inference.size``, read without loading the model: what a driver or a task without
+    torch needs), else :data:`DEFAULT_SIZE`. A loaded model's twin is
+    :func:`colorization.inference.input_size`."""
+    if size is not None:
+        return int(size)
     from colorization.checkpoint import read_meta
 
     return int(read_meta(resolve_model(spec)).get("inference", {}).get("size", DEFAULT_SIZE))

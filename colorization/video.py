@@ -45,7 +45,7 @@ from colorization.inference import input_size, model_chroma
 from colorization.metrics import FlickerMeter, colorfulness
 from colorization.pixels import finish_np, lightness_np, resize
 from colorization.tables import ColorTable
-from colorization.videofiles import CRF, DEFAULT_CODEC
+from colorization.videofiles import CRF, CRF_CODECS, DEFAULT_CODEC
 
 #: the mean colourfulness is taken on every frame, sampled to at most this many px a side
 _COLOURFULNESS_SIDE = 640
@@ -150,10 +150,10 @@ class Stabilizer:
     """Carries a video's chroma along the optical flow, one frame at a time, at the working
     size (:attr:`StabilizerParams.work_side`).
 
-    For frame t with predicted chroma ``c_t``: the flow from t to t-1 (DIS, :attr:`~StabilizerParams.preset`) on
-    the grey frames warps the previous output chroma ``s_{t-1}`` onto frame t; the output is
-    ``s_t = w * warped + (1 - w) * c_t`` with ``w = carry * trust``, where ``trust`` in [0, 1]
-    falls with the forward-backward inconsistency of the flow (occlusions, new content, flow
+    For frame t with predicted chroma ``c_t``: the flow from t to t-1 (DIS at
+    :attr:`~StabilizerParams.preset`) on the grey frames warps the previous output chroma
+    ``s_{t-1}`` onto frame t; the output is ``s_t = w * warped + (1 - w) * c_t`` with
+    ``w = carry * trust``, where ``trust`` in [0, 1] falls with the forward-backward inconsistency of the flow (occlusions, new content, flow
     errors) and with the L difference that remains after warping; pixels whose source lies
     outside the previous frame, and every pixel after a shot cut, take the prediction alone.
     """
@@ -260,7 +260,7 @@ def _open_output(
     mp4 = tmp.suffix.lower() in (".mp4", ".mov")
     out = av.open(str(tmp), "w", options={"movflags": "+faststart"} if mp4 else {})
     try:
-        options = {"crf": str(crf)} if codec in ("libx264", "libx265") else {}
+        options = {"crf": str(crf)} if codec in CRF_CODECS else {}
         rate = video.average_rate or video.guessed_rate or Fraction(25)
         vout = out.add_stream(codec, rate=rate, options=options)
         vout.width, vout.height, vout.pix_fmt = video.width, video.height, "yuv420p"
@@ -390,12 +390,12 @@ def colorize_video(
 ) -> VideoResult:
     """Colorize the video file ``src`` into ``dest`` (see the module doc); returns its
     :class:`VideoResult`. ``crf``: the rate factor of x264 / x265 (0 is lossless in
-    yuv420p); ``size``: the model's input side (default: its own, :func:`~colorization.inference.input_size`); ``max_frames``: stop after so many
-    frames (the output is that long); ``measure``: the output's warping errors into the
-    result (a Farneback flow per frame pair and each frame's Lab: at 720p about a third of
-    the time of the whole path); ``progress``:
-    called after every batch. Raises :class:`VideoError` (and leaves no output) for a video
-    that cannot be read or written."""
+    yuv420p); ``size``: the model's input side (default: its own,
+    :func:`~colorization.inference.input_size`); ``max_frames``: stop after so many frames
+    (the output is that long); ``measure``: the output's warping errors into the result (a
+    Farneback flow per frame pair and each frame's Lab: at 720p about a third of the time of
+    the whole path); ``progress``: called after every batch. Raises :class:`VideoError` (and
+    leaves no output) for a video that cannot be read or written."""
     src, dest = Path(src), Path(dest)
     colorizer = FrameColorizer(model, table, temperature, saturation, size, stabilize, params)
     tmp = dest.with_name(f".{dest.stem}.partial{dest.suffix}")
@@ -437,7 +437,7 @@ def colorize_video(
         codec=codec,
         audio_streams=n_audio,
         settings={"temperature": temperature, "saturation": saturation, "size": colorizer.size}
-        | ({"crf": crf} if codec in ("libx264", "libx265") else {})
+        | ({"crf": crf} if codec in CRF_CODECS else {})
         | (asdict(params) if stabilize else {}),
         **stats,
     )

@@ -12,6 +12,8 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 DEFAULT_CODEC = "libx264"
 #: constant rate factor of the x264 / x265 encoders: visually lossless for most footage
 CRF = 18
+#: the encoders that take a rate factor (``crf``)
+CRF_CODECS = ("libx264", "libx265")
 #: encoders whose output a WebM file may hold; with any other a WebM input gives Matroska
 WEBM_CODECS = ("libvpx", "libvpx-vp9", "libaom-av1", "libsvtav1")
 

@@ -56,7 +56,7 @@ class _Decode:
         from colorization.shipped import inference_size
 
         self.cfg = cfg
-        self.size = cfg.size if cfg.size is not None else inference_size(cfg.model)
+        self.size = inference_size(cfg.model, cfg.size)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         out = []

@@ -175,10 +175,9 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     from pipeline.config import to_dict
 
     _check_destination(cfg)
-    if cfg.size is None:
-        from colorization.shipped import inference_size
+    from colorization.shipped import inference_size
 
-        cfg = replace(cfg, size=inference_size(cfg.model))
+    cfg = replace(cfg, size=inference_size(cfg.model, cfg.size))  # saved with the run
     t_start = time.perf_counter()
     run_id = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
     model_id, fingerprint, kind = _model_facts(cfg.model)
