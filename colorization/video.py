@@ -154,8 +154,9 @@ class Stabilizer:
     :attr:`~StabilizerParams.preset`) on the grey frames warps the previous output chroma
     ``s_{t-1}`` onto frame t; the output is ``s_t = w * warped + (1 - w) * c_t`` with
     ``w = carry * trust``, where ``trust`` in [0, 1] falls with the forward-backward
-    inconsistency of the flow (occlusions, new content, flow errors) and with the L difference that remains after warping; pixels whose source lies
-    outside the previous frame, and every pixel after a shot cut, take the prediction alone.
+    inconsistency of the flow (occlusions, new content, flow errors) and with the L
+    difference that remains after warping; pixels whose source lies outside the previous
+    frame, and every pixel after a shot cut, take the prediction alone.
     """
 
     def __init__(self, params: StabilizerParams = StabilizerParams()):
