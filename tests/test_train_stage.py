@@ -97,9 +97,11 @@ def _wait_for(workdir: Path, run: str, pred, proc: subprocess.Popen, timeout: fl
     raise AssertionError(f"timed out waiting on {run}: {_progress(workdir, run)[-3:]}")
 
 
-@pytest.mark.timeout(400)
+# 2 to 2.5 minutes on a quiet 2-core machine (the module's fixture adds 40-50 s to the first
+# test); CI's machine has run it at twice that, so the bounds leave room for a slow host
+@pytest.mark.timeout(600)
 # CI trains the two kinds of head (classes: seg; regression: colornet); the other two variants
-# share seg's layers and run with -m slow (the suite stays well under 15 minutes on 2 cores)
+# share seg's layers and run with -m slow
 @pytest.mark.parametrize(
     "name",
     [
@@ -122,7 +124,7 @@ def test_every_variant_trains_and_its_loss_falls(workdir, name):
         lr=0.002,
         batch_size=12,
     )
-    _run(["train", "--config", str(cfg)], timeout=360)
+    _run(["train", "--config", str(cfg)], timeout=480)
     run = f"{name}-run"
     result = json.loads((workdir / "runs" / run / "result.json").read_text())
     assert result["metrics"]["step"] == 100
