@@ -445,14 +445,17 @@ def export_cmd(
     command: Annotated[str | None, typer.Option(help="the command that trained it")] = None,
     temperature: TemperatureOpt = None,
     saturation: SaturationOpt = None,
+    size: Annotated[
+        int | None, typer.Option(help="the model's input side, a multiple of 16 (default: 256)")
+    ] = None,
     notes: Annotated[Path | None, typer.Option(help="a markdown file added to the card")] = None,
 ) -> None:
     """DEST gets the weights colorizing needs (no training state) and a MODEL_CARD.md saying
-    how the model was trained and how it scored; --temperature / --saturation become the
-    model's own settings."""
+    how the model was trained and how it scored; --temperature / --saturation / --size become
+    the model's own settings."""
     from pipeline.export import export_model
 
-    inference = {"temperature": temperature, "saturation": saturation}
+    inference = {"temperature": temperature, "saturation": saturation, "size": size}
     inference = {k: v for k, v in inference.items() if v is not None}
     text = notes.read_text() if notes else None
     typer.echo(export_model(src, dest, eval_dir, command, inference, text))

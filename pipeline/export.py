@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from colorization.checkpoint import read_header, read_meta, save_inference_checkpoint
-from colorization.shipped import DEFAULT_SATURATION, DEFAULT_TEMPERATURE, resolve_model
+from colorization.shipped import (
+    DEFAULT_SATURATION,
+    DEFAULT_SIZE,
+    DEFAULT_TEMPERATURE,
+    resolve_model,
+)
 
 MAX_SHIPPED_BYTES = 25 * 1024 * 1024
 
@@ -73,6 +78,7 @@ def model_card(
     header, meta = read_header(model_dir), read_meta(model_dir)
     name = model_dir.name
     inf = inference or {}
+    side = inf.get("size", DEFAULT_SIZE)
     config = meta.get("config", {})
     step = meta.get("step")
     wall = _wall_seconds(run_dir, step) if step is not None else None
@@ -83,9 +89,9 @@ def model_card(
         "## Model",
         f"- variant `{header['model']}`, constructor arguments `{header['model_config']}`",
         f"- colour-class table fingerprint `{header.get('tables_fingerprint', '')[:16]}`",
-        "- input: L of the grey image at 256x256 (any size and mode is brought there by "
-        "`colorize_images`); output: ab classes decoded by the annealed mean, joined with the "
-        "input's own L",
+        f"- input: L of the grey image at {side}x{side} (any size and mode is brought there by "
+        "`colorize_images`; `--size` overrides it); output: ab classes decoded by the annealed "
+        "mean, upsampled and joined with the input's own L at its own size",
         f"- inference settings: temperature {inf.get('temperature', DEFAULT_TEMPERATURE)}, "
         f"saturation {inf.get('saturation', DEFAULT_SATURATION)} (a factor on the predicted "
         "ab; `--temperature` and `--saturation` override them)",
@@ -130,7 +136,7 @@ def export_model(
     # no local paths of the training machine
     run_dir = Path(meta.get("config", {}).pop("_run_dir", src.parent))
     if inference:
-        meta["inference"] = dict(inference)  # the model's own temperature / saturation
+        meta["inference"] = dict(inference)  # the model's own temperature, saturation, size
     (dest / "meta.json").write_text(json.dumps(meta, indent=2))
     card = model_card(
         dest, run_dir, Path(eval_dir) if eval_dir else None, command, inference, notes
