@@ -66,12 +66,12 @@ class StabilizerParams:
     preset: str = "fast"
     #: the carried colour's weight where the flow is fully trusted; the current prediction
     #: keeps the rest, so errors carried along fade (to 1/e in about 1 / (1 - carry) frames)
-    carry: float = 0.85
+    carry: float = 0.95
     #: forward-backward flow inconsistency (px at the working size) at which trust is 1/e
-    fb_sigma: float = 1.0
+    fb_sigma: float = 2.0
     #: L difference after warping (Lab units, after removing the frame's median difference,
     #: a global change of brightness) at which trust is 1/e
-    l_sigma: float = 8.0
+    l_sigma: float = 16.0
     #: a shot cut is a change of this much of the grey histogram (total variation, 0..1)
     cut: float = 0.5
 
@@ -494,12 +494,20 @@ def _transcode(
 # before its start through the model and the stabilizer without writing them: the stabilizer
 # is a recursive filter that forgets at ``carry`` per frame, so after the warm-up its state,
 # and the colour of the segment's first frame, is what one pass over the whole film gives
-# (to within ``carry ** warmup`` of the carried colour: 0.85 ** 24 = 2%), and the seam shows
-# no jump. Every segment is encoded with the same encoder and settings, so their streams
+# (to within ``carry ** warmup`` of the carried colour: :func:`warmup_frames`), and the seam
+# shows no jump. Every segment is encoded with the same encoder and settings, so their streams
 # share one set of parameters and join without re-encoding.
 
-#: frames a segment runs through the stabilizer before its first written frame
-SEGMENT_WARMUP = 24
+
+def warmup_frames(params: StabilizerParams, residual: float = 0.02) -> int:
+    """Frames after which what the stabilizer carried from before a segment weighs at most
+    ``residual`` (``carry ** n``; less where the flow is not fully trusted)."""
+    return math.ceil(math.log(residual) / math.log(params.carry))
+
+
+#: frames a segment runs through the stabilizer before its first written frame (77 at the
+#: default carry of 0.95)
+SEGMENT_WARMUP = warmup_frames(StabilizerParams())
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import pytest
 
 from colorization import flow as fl
 from colorization.video import (
+    SEGMENT_WARMUP,
     ShotCuts,
     Stabilizer,
     StabilizerParams,
@@ -216,6 +217,10 @@ def test_split_segments_covers_every_frame_once():
     # a remainder under a quarter of a segment joins the one before
     assert [(s.start, s.end) for s in split_segments(95, 30)] == [(0, 30), (30, 60), (60, 95)]
     assert [(s.start, s.end) for s in split_segments(10, 30)] == [(0, 10)]
+    # the default warm-up leaves at most 2% of what was carried from before the segment
+    carry = StabilizerParams().carry
+    assert carry**SEGMENT_WARMUP <= 0.02 < carry ** (SEGMENT_WARMUP - 1)
+    assert split_segments(200, 100)[1].warmup == SEGMENT_WARMUP
 
 
 def _segments(src, model, tmp_path, length, warmup, only=None):
