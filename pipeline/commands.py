@@ -14,7 +14,12 @@ from typing import Annotated
 
 import typer
 
-from colorization.shipped import DEFAULT_MODEL, DEFAULT_SATURATION, DEFAULT_TEMPERATURE
+from colorization.shipped import (
+    DEFAULT_MODEL,
+    DEFAULT_SATURATION,
+    DEFAULT_SIZE,
+    DEFAULT_TEMPERATURE,
+)
 from colorization.tables import TableParams
 from colorization.videofiles import CRF, DEFAULT_CODEC
 from pipeline.cli import COMMANDS, TABLES_COMMANDS
@@ -446,7 +451,8 @@ def export_cmd(
     temperature: TemperatureOpt = None,
     saturation: SaturationOpt = None,
     size: Annotated[
-        int | None, typer.Option(help="the model's input side, a multiple of 16 (default: 256)")
+        int | None,
+        typer.Option(help=f"the model's input side, a multiple of 16 (default: {DEFAULT_SIZE})"),
     ] = None,
     notes: Annotated[Path | None, typer.Option(help="a markdown file added to the card")] = None,
 ) -> None:

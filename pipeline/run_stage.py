@@ -96,7 +96,7 @@ class RunConfig:
     storage: StorageOptions = field(default_factory=StorageOptions)  # SRC and DST
     progress: bool = True
     # videos (mp4, mov, mkv, avi, webm): cut into segments of this many frames that the model
-    # actors share (20 s at 30 fps; each also colorizes SEGMENT_WARMUP frames, 77, before its own)
+    # actors share (20 s at 30 fps; each also colorizes SEGMENT_WARMUP frames before its own)
     video_segment_frames: int = 600
     video_codec: str = DEFAULT_CODEC
     video_stabilize: bool = True  # colour carried along the motion (colorization/video.py)
