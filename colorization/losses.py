@@ -1,4 +1,5 @@
-"""Training losses: colour (class or UV), image category, semantic segmentation.
+"""Training losses: colour (class or UV), image category, semantic segmentation, and the
+semantic consistency of the colorized crop (a frozen ImageNet classifier's view of it).
 
 Every loss is a mean over the items that have a target; when none has one it returns a
 zero that still carries the graph (so `backward()` works on any batch).
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from colorization.inference import decode_chroma, recombine
 from colorization.segmentation import SEG_IGNORE
 
 BLUR_SIZES = (3, 5)
@@ -144,6 +146,42 @@ def category_loss(logits: Tensor, teacher: Tensor, has_teacher: Tensor | None = 
     return _masked_mean(kl, present)
 
 
+class SemanticConsistencyLoss(nn.Module):
+    """A frozen ImageNet classifier should see the same classes in the colorized crop as in its
+    colour original: KL(softmax(classifier(original)) || softmax(classifier(colorized))).
+
+    The colorized crop comes from the one decoding of :mod:`colorization.inference` (annealed
+    mean at ``temperature``, saturation 1; differentiable), upsampled onto the crop's own L, so
+    the gradient reaches the model only through the colours it predicts. Zhang et al. score
+    colorizations by such a classifier; here it is a training signal, and the evaluation's
+    judge should be another network (the shipped recipe trains against Lite0, and
+    ``colorize eval`` judges with Lite2). The classifier stays in eval mode and is not trained.
+    """
+
+    def __init__(self, classifier: nn.Module, table: Any, temperature: float) -> None:
+        super().__init__()
+        self.classifier = classifier.eval().requires_grad_(False)
+        self.table = table
+        self.temperature = temperature
+
+    def train(self, mode: bool = True) -> SemanticConsistencyLoss:
+        super().train(mode)
+        self.classifier.eval()  # BatchNorm keeps its ImageNet statistics
+        return self
+
+    def forward(
+        self, model: nn.Module, outputs: dict[str, Tensor], L: Tensor, rgb: Tensor
+    ) -> Tensor:
+        """model: the colorizer (its output kind); outputs: its output dict on L (N, 1, H, W);
+        rgb: the colour originals (N, 3, H, W) in [0, 1]. Mean KL over the batch."""
+        with torch.no_grad():
+            target = F.softmax(self.classifier(rgb).float(), dim=-1)
+        chroma = decode_chroma(model, outputs, self.table, self.temperature, 1.0)
+        chroma = F.interpolate(chroma, size=L.shape[-2:], mode="bilinear", align_corners=False)
+        colorized = recombine(L.float(), chroma, model.output_kind)
+        return category_loss(self.classifier(colorized), target)
+
+
 def segmentation_loss(logits: Tensor, target: Tensor) -> Tensor:
     """Per-pixel cross-entropy; logits (N, K, H, W), target (N, H, W) int64 with SEG_IGNORE
     (255; images without masks are all SEG_IGNORE). Mean over non-ignored pixels."""
@@ -152,13 +190,15 @@ def segmentation_loss(logits: Tensor, target: Tensor) -> Tensor:
 
 
 class ColorizationLoss(nn.Module):
-    """Weighted sum of the colour, category and segmentation losses.
+    """Weighted sum of the colour, category, segmentation and semantic-consistency losses.
 
     class_weights: (Q,) rebalancing weights for class outputs (None = uniform).
     forward(outputs, color_target=..., ...) takes a model's output dict: its "logits"
     (with a soft or hard target, see rebalanced_cross_entropy) or "uv" (target (N, 2, H,
     W)) give "color"; "category" (see category_loss: the teacher's probabilities) and
-    "segmentation" are added when the output, its target and a positive weight are present.
+    "segmentation" are added when the output, its target and a positive weight are present;
+    "semantic" (a :class:`SemanticConsistencyLoss`) when given with its weight, the model, L
+    and the colour originals.
     valid (N,) bool drops images from the colour term; has_teacher (N,) bool marks images
     with a category target. Returns each term and
     "total" (the weighted sum), all scalars.
@@ -171,13 +211,17 @@ class ColorizationLoss(nn.Module):
         color_weight: float = 1.0,
         category_weight: float = 0.1,
         segmentation_weight: float = 0.1,
+        semantic: SemanticConsistencyLoss | None = None,
+        semantic_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.register_buffer("class_weights", class_weights, persistent=False)
+        self.semantic = semantic if semantic_weight else None
         self.weights = {
             "color": color_weight,
             "category": category_weight,
             "segmentation": segmentation_weight,
+            "semantic": semantic_weight,
         }
 
     def forward(
@@ -189,6 +233,9 @@ class ColorizationLoss(nn.Module):
         segmentation_target: Tensor | None = None,
         valid: Tensor | None = None,
         has_teacher: Tensor | None = None,
+        model: nn.Module | None = None,
+        L: Tensor | None = None,
+        rgb: Tensor | None = None,
     ) -> dict[str, Tensor]:
         terms: dict[str, Tensor] = {}
         if "uv" in outputs:
@@ -207,5 +254,7 @@ class ColorizationLoss(nn.Module):
             and self.weights["segmentation"]
         ):
             terms["segmentation"] = segmentation_loss(outputs["segmentation"], segmentation_target)
+        if self.semantic is not None and model is not None and L is not None and rgb is not None:
+            terms["semantic"] = self.semantic(model, outputs, L, rgb)
         terms["total"] = sum(self.weights[name] * value for name, value in terms.items())
         return terms

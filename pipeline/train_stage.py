@@ -39,10 +39,10 @@ from colorization.checkpoint import (
     save_checkpoint,
 )
 from colorization.inference import colorize_images, rgb_to_model_input
-from colorization.losses import ColorizationLoss
+from colorization.losses import ColorizationLoss, SemanticConsistencyLoss
 from colorization.metrics import colorfulness, psnr, ssim
 from colorization.models import create_model
-from colorization.models.efficientnet import NUM_IMAGENET_CLASSES
+from colorization.models.efficientnet import NUM_IMAGENET_CLASSES, imagenet_classifier
 from colorization.segmentation import NUM_SEG_CLASSES, SEG_IGNORE
 from colorization.shipped import DEFAULT_TEMPERATURE, resolve_model
 from colorization.tables import ColorTable
@@ -65,6 +65,10 @@ class LossConfig:
     color: float = 1.0
     category: float = 0.1
     segmentation: float = 0.1
+    # semantic consistency: a frozen ImageNet classifier (`semantic_classifier`) should see the
+    # same classes in the colorized crop as in its colour original (0 = off)
+    semantic: float = 0.0
+    semantic_classifier: str = "lite0"
 
 
 @dataclass
@@ -206,6 +210,14 @@ def color_target(model, table: ColorTable | None, rgb: torch.Tensor, ab: torch.T
     return table.encode_hard_t(ab_s)
 
 
+def semantic_loss(cfg: TrainConfig, table: ColorTable | None) -> SemanticConsistencyLoss | None:
+    """The configured semantic-consistency loss (its frozen classifier), or None when off."""
+    if not cfg.loss.semantic:
+        return None
+    classifier = imagenet_classifier(cfg.loss.semantic_classifier)
+    return SemanticConsistencyLoss(classifier, table, cfg.temperature)
+
+
 # --- validation -----------------------------------------------------------------------------
 def validation_samples(shard, cfg: TrainConfig, size: int) -> list[Sample]:
     """The first ``val_images`` rows of the validation dataset, in stored order (read once)."""
@@ -282,6 +294,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         color_weight=cfg.loss.color,
         category_weight=cfg.loss.category,
         segmentation_weight=cfg.loss.segmentation,
+        semantic=semantic_loss(cfg, table),
+        semantic_weight=cfg.loss.semantic,
     ).to(device)
     size = config["_size"]
     batches = _batches(ray.train.get_dataset_shard("train"), cfg, rank, size)
@@ -306,6 +320,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 category_target=b["teacher"].to(device),
                 segmentation_target=b["seg"].to(device),
                 has_teacher=b["has_teacher"].to(device),
+                model=raw,
+                L=L,
+                rgb=rgb,
             )
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
+from colorization.inference import rgb_to_model_input
 from colorization.losses import (
     ColorizationLoss,
+    SemanticConsistencyLoss,
     blurred_uv_loss,
     category_loss,
     gaussian_kernel1d,
     rebalanced_cross_entropy,
     segmentation_loss,
 )
+from colorization.models.efficientnet import imagenet_classifier
+from colorization.tables import load_zhang_313
+from tests.conftest import require
+from tests.shared_paths import SHARED_DATA, SHARED_REFERENCE
 
 Q = 7
 
@@ -222,3 +231,67 @@ def test_combined_loss_uv_and_missing_targets() -> None:
     )
     assert set(terms) == {"color", "total"}
     assert terms["total"].item() == pytest.approx(math.log(Q))
+
+
+# --- SemanticConsistencyLoss ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def photos_and_table():
+    """Four ImageNet sample photos (128 px centre crops, RGB in [0, 1]), Zhang's 313 classes."""
+    names = ["n01440764_tench", "n01530575_brambling", "n01558993_robin", "n01614925_bald_eagle"]
+    crops = []
+    for name in names:
+        im = Image.open(require(SHARED_DATA / "imagenet-samples" / f"{name}.jpg")).convert("RGB")
+        s = 128 / min(im.size)
+        im = im.resize((max(128, round(im.width * s)), max(128, round(im.height * s))))
+        left, top = (im.width - 128) // 2, (im.height - 128) // 2
+        crops.append(np.asarray(im.crop((left, top, left + 128, top + 128))))
+    rgb = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
+    table = load_zhang_313(require(SHARED_REFERENCE / "zhang2016_pts_in_hull.npy"))
+    return rgb, table
+
+
+CLASS_MODEL = SimpleNamespace(output_kind="classes")  # what the decoding reads of a model
+
+
+def sharp_logits(table, ab: torch.Tensor) -> torch.Tensor:
+    """Logits that decode to the class nearest ab at every pixel (a near one-hot)."""
+    classes = table.encode_hard_t(ab)
+    return (
+        20.0 * F.one_hot(classes, table.num_classes).permute(0, 3, 1, 2).float()
+    ).requires_grad_()
+
+
+def test_semantic_loss_is_small_for_true_colours_and_large_for_wrong_ones(
+    photos_and_table,
+) -> None:
+    rgb, table = photos_and_table
+    L, ab = rgb_to_model_input(rgb)
+    loss = SemanticConsistencyLoss(imagenet_classifier("lite0"), table, temperature=0.38)
+    true = loss(CLASS_MODEL, {"logits": sharp_logits(table, ab)}, L, rgb)
+    swapped = loss(CLASS_MODEL, {"logits": sharp_logits(table, -ab.flip(1))}, L, rgb)
+    grey = loss(CLASS_MODEL, {"logits": sharp_logits(table, torch.zeros_like(ab))}, L, rgb)
+    assert true.item() < 0.2  # only the quantisation of the true colours (0.06)
+    assert swapped.item() > 10 * true.item()  # 7.0
+    assert grey.item() > 10 * true.item()  # 3.2
+
+
+def test_semantic_loss_trains_the_colours_not_the_classifier(photos_and_table) -> None:
+    rgb, table = photos_and_table
+    L, ab = rgb_to_model_input(rgb)
+    loss = SemanticConsistencyLoss(imagenet_classifier("lite0"), table, temperature=0.38).train()
+    assert not loss.classifier.training  # BatchNorm keeps its ImageNet statistics
+    logits = sharp_logits(table, -ab.flip(1))
+    criterion = ColorizationLoss(semantic=loss, semantic_weight=0.5)
+    target = table.encode_hard_t(ab)
+    terms = criterion({"logits": logits}, color_target=target, model=CLASS_MODEL, L=L, rgb=rgb)
+    assert set(terms) == {"color", "semantic", "total"}
+    expected = terms["color"] + 0.5 * terms["semantic"]
+    assert terms["total"].item() == pytest.approx(expected.item(), rel=1e-5)
+    terms["semantic"].backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    assert all(p.grad is None for p in loss.classifier.parameters())
+    # off unless weighted
+    off = ColorizationLoss(semantic=loss)(
+        {"logits": logits}, color_target=target, model=CLASS_MODEL, L=L, rgb=rgb
+    )
+    assert set(off) == {"color", "total"}
