@@ -130,6 +130,9 @@ def export_model(
     notes: str | None = None,
 ) -> Path:
     """Write a checkpoint's inference version to ``dest`` with a generated ``MODEL_CARD.md``."""
+    side = (inference or {}).get("size")
+    if side is not None and (side <= 0 or side % 16):
+        raise ValueError(f"the input side must be a positive multiple of 16, got {side}")
     src = resolve_model(src)
     dest = save_inference_checkpoint(src, dest)
     meta = read_meta(dest)

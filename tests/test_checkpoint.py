@@ -177,6 +177,15 @@ def test_export_leaves_out_the_category_head_and_keeps_the_colours(
     assert np.array_equal(colours[0], colours[1])
 
 
+def test_export_refuses_an_input_side_the_model_cannot_see(tmp_path: Path, saved: Path):
+    from pipeline.export import export_model
+
+    for side in (150, 0):
+        with pytest.raises(ValueError, match="multiple of 16"):
+            export_model(saved, tmp_path / "shipped", inference={"size": side})
+    assert not (tmp_path / "shipped").exists()  # refused before anything is written
+
+
 # --- mismatches ---------------------------------------------------------------------------------
 def test_wrong_expected_model_is_named(saved: Path):
     with pytest.raises(CheckpointError, match=r"'cls-afm'.*expected 'seg'"):
