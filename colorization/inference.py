@@ -37,7 +37,7 @@ def predict_chroma(
     """Predicted chroma upsampled to ``size`` (default: the input's): ab ``(N, 2, h, w)`` for
     class models (annealed mean at ``temperature``), UV for regression models."""
     chroma = model_chroma(model, L, table, temperature, saturation)
-    return _upsample(chroma, size or tuple(L.shape[-2:]))
+    return upsample_chroma(chroma, size or tuple(L.shape[-2:]))
 
 
 def input_size(model: nn.Module, size: int | None = None) -> int:
@@ -86,7 +86,8 @@ def decode_chroma(
     return chroma if saturation == 1.0 else chroma * saturation
 
 
-def _upsample(chroma: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def upsample_chroma(chroma: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Chroma ``(N, 2, h, w)`` -> ``(N, 2, *size)``, bilinear (as is when already that size)."""
     if tuple(chroma.shape[-2:]) == tuple(size):
         return chroma
     return F.interpolate(chroma, size=size, mode="bilinear", align_corners=False)

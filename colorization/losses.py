@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from colorization.inference import decode_chroma, recombine
+from colorization.inference import decode_chroma, recombine, upsample_chroma
 from colorization.segmentation import SEG_IGNORE
+from colorization.tables import ColorTable
 
 BLUR_SIZES = (3, 5)
 
@@ -158,7 +159,7 @@ class SemanticConsistencyLoss(nn.Module):
     ``colorize eval`` judges with Lite2). The classifier stays in eval mode and is not trained.
     """
 
-    def __init__(self, classifier: nn.Module, table: Any, temperature: float) -> None:
+    def __init__(self, classifier: nn.Module, table: ColorTable | None, temperature: float) -> None:
         super().__init__()
         self.classifier = classifier.eval().requires_grad_(False)
         self.table = table
@@ -177,8 +178,7 @@ class SemanticConsistencyLoss(nn.Module):
         with torch.no_grad():
             target = F.softmax(self.classifier(rgb).float(), dim=-1)
         chroma = decode_chroma(model, outputs, self.table, self.temperature, 1.0)
-        chroma = F.interpolate(chroma, size=L.shape[-2:], mode="bilinear", align_corners=False)
-        colorized = recombine(L.float(), chroma, model.output_kind)
+        colorized = recombine(L.float(), upsample_chroma(chroma, L.shape[-2:]), model.output_kind)
         return category_loss(self.classifier(colorized), target)
 
 

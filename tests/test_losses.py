@@ -23,6 +23,7 @@ from colorization.losses import (
 )
 from colorization.models.efficientnet import imagenet_classifier
 from colorization.tables import load_zhang_313
+from pipeline.prepare_stage import _square
 from tests.conftest import require
 from tests.shared_paths import SHARED_DATA, SHARED_REFERENCE
 
@@ -241,10 +242,7 @@ def photos_and_table():
     crops = []
     for name in names:
         im = Image.open(require(SHARED_DATA / "imagenet-samples" / f"{name}.jpg")).convert("RGB")
-        s = 128 / min(im.size)
-        im = im.resize((max(128, round(im.width * s)), max(128, round(im.height * s))))
-        left, top = (im.width - 128) // 2, (im.height - 128) // 2
-        crops.append(np.asarray(im.crop((left, top, left + 128, top + 128))))
+        crops.append(np.asarray(_square(im, 128, Image.BICUBIC)))  # as `colorize prepare` does
     rgb = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
     table = load_zhang_313(require(SHARED_REFERENCE / "zhang2016_pts_in_hull.npy"))
     return rgb, table
