@@ -104,13 +104,15 @@ def run_clip(name, rgbs, truth, model, table, settings, crf=None) -> list[dict]:
         FrameColorizer(model, table, None, None, 256, s is not None, s or StabilizerParams())
         for s in settings
     ]
-    outputs = [[r.finish(L, chroma)[1] for r in runs] for L, chroma in predicted]
+    finished = [[r.finish(L, chroma) for r in runs] for L, chroma in predicted]
+    outputs = [[f[1] for f in row] for row in finished]
+    cuts = [row[0][2] for row in finished]  # the pairs across a cut are measured apart
     if crf is not None:
         outputs = list(zip(*(h264(list(v), crf) for v in zip(*outputs, strict=True)), strict=True))
     meter = FlickerMeter(len(runs), spaces=("rgb", "ab"))
     quality = [[] for _ in runs]
     for i, ((L, _), outs) in enumerate(zip(predicted, outputs, strict=True)):
-        meter.add(grey_u8(L), *outs)
+        meter.add(grey_u8(L), *outs, cut=cuts[i])
         if truth:
             for q, out in zip(quality, outs, strict=True):
                 q.append((psnr(truth[i], out), colorfulness(out)))

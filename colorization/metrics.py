@@ -25,7 +25,10 @@
   frame pairs. 0 for colour that moves exactly with the picture. A colorization keeps its
   input's L, so most of this figure is the L's (the warping error of the grey video itself);
   the same measure on the ab channels (``space="ab"``, Lab units squared) is the flicker of
-  the colour alone.
+  the colour alone. Lai et al.'s videos are single shots; a pair across a shot cut has no
+  motion to follow (the flow matches unrelated pictures, and its error is 30 to 130 times a
+  pair's within a shot), so :class:`FlickerMeter` leaves such pairs out of its figure and
+  counts them apart.
 """
 
 from __future__ import annotations
@@ -207,11 +210,13 @@ def _warped_difference(prev: np.ndarray, cur: np.ndarray, flow: np.ndarray, mask
 class FlickerMeter:
     """The warping error of one or more videos of the same grey frames (a colorization, its
     original, another colorization), fed a frame at a time: one flow per frame pair serves all,
-    and every ``space`` (:func:`flicker_space`) asked for.
+    and every ``space`` (:func:`flicker_space`) asked for. A frame fed with ``cut=True`` starts
+    a new shot: the pair that ends on it is measured apart (:meth:`of` with ``cuts=True``),
+    not in the figure.
 
     >>> meter = FlickerMeter(2)
-    >>> for grey, a, b in frames:  # doctest: +SKIP
-    ...     meter.add(grey, a, b)
+    >>> for grey, a, b, cut in frames:  # doctest: +SKIP
+    ...     meter.add(grey, a, b, cut=cut)
     >>> meter.values  # doctest: +SKIP
     [0.0012, 0.0034]
     """
@@ -224,13 +229,15 @@ class FlickerMeter:
     ):
         self.flow_side = flow_side
         self.spaces = spaces
-        self._sums = {s: [0.0] * videos for s in spaces}
-        self.pairs = 0
+        self._sums = {(s, c): [0.0] * videos for s in spaces for c in (False, True)}
+        self.pairs = 0  # frame pairs within a shot
+        self.cut_pairs = 0  # frame pairs across a shot cut
         self._prev: tuple[np.ndarray, list[dict[str, np.ndarray]]] | None = None
 
-    def add(self, grey: np.ndarray, *frames: np.ndarray) -> None:
-        """The next grey frame uint8 ``(H, W)`` and each video's uint8 RGB frame."""
-        n = len(self._sums[self.spaces[0]])
+    def add(self, grey: np.ndarray, *frames: np.ndarray, cut: bool = False) -> None:
+        """The next grey frame uint8 ``(H, W)`` and each video's uint8 RGB frame; ``cut``:
+        whether this frame starts a new shot."""
+        n = len(self._sums[self.spaces[0], False])
         if len(frames) != n:
             raise ValueError(f"expected {n} frames, got {len(frames)}")
         cur = [{s: flicker_space(f, s) for s in self.spaces} for f in frames]
@@ -239,14 +246,16 @@ class FlickerMeter:
             flow, mask = frame_flow(prev_grey, grey, self.flow_side)
             for s in self.spaces:
                 for i, (p, c) in enumerate(zip(prev, cur, strict=True)):
-                    self._sums[s][i] += _warped_difference(p[s], c[s], flow, mask)
-            self.pairs += 1
+                    self._sums[s, cut][i] += _warped_difference(p[s], c[s], flow, mask)
+            self.cut_pairs += cut
+            self.pairs += not cut
         self._prev = (grey, cur)
 
-    def of(self, space: str = "rgb") -> list[float]:
-        """Each video's mean warping error in ``space`` over the frame pairs so far (NaN
-        before two frames)."""
-        return [v / self.pairs if self.pairs else float("nan") for v in self._sums[space]]
+    def of(self, space: str = "rgb", cuts: bool = False) -> list[float]:
+        """Each video's mean warping error in ``space`` over the frame pairs within a shot so
+        far (with ``cuts``: over the pairs across a cut); NaN where there are none."""
+        n = self.cut_pairs if cuts else self.pairs
+        return [v / n if n else float("nan") for v in self._sums[space, cuts]]
 
     @property
     def values(self) -> list[float]:

@@ -72,8 +72,12 @@ class StabilizerParams:
     #: L difference after warping (Lab units, after removing the frame's median difference,
     #: a global change of brightness) at which trust is 1/e
     l_sigma: float = 16.0
-    #: a shot cut is a change of this much of the grey histogram (total variation, 0..1)
-    cut: float = 0.5
+    #: a shot cut (:class:`ShotCuts`) changes the grey histogram by at least this much (total
+    #: variation, 0..1) ...
+    cut: float = 0.2
+    #: ... and leaves the flow matching less than this share of the picture (mean trust);
+    #: both chosen on validation clips (``benchmarks/tune_shot_cuts.py``, ``docs/video.md``)
+    cut_match: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -114,21 +118,49 @@ class VideoResult:
 
 
 # --- shot cuts and stabilization ---------------------------------------------------------------
+def flow_trust(
+    flow: fl.DisFlow,
+    grey: np.ndarray,
+    L: np.ndarray,
+    prev_grey: np.ndarray,
+    prev_L: np.ndarray,
+    params: StabilizerParams,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(the flow from this frame to the previous one ``(h, w, 2)``, the trust ``(h, w)`` in
+    [0, 1] of carrying the previous frame along it) for grey frames uint8 and their L float32,
+    all at the working size: ``exp(-(fb / fb_sigma)^2 - (dL / l_sigma)^2)`` with ``fb`` the
+    forward-backward inconsistency of the flow and ``dL`` the L left after warping, less its
+    median (a global change of exposure is not motion); 0 where the flow leaves the frame."""
+    fw, bw = flow(grey, prev_grey), flow(prev_grey, grey)
+    warped_L, inside = fl.warp(prev_L, fw)
+    dL = L - warped_L
+    dL -= np.median(dL)
+    z = (fl.fb_error(fw, bw) / params.fb_sigma) ** 2 + (dL / params.l_sigma) ** 2
+    return fw, np.exp(-z) * inside
+
+
 class ShotCuts:
-    """Shot cuts from the grey frames: a cut is where the 32-bin histogram of the grey frame
-    changes by at least ``threshold`` in total variation (half the L1 distance of the
-    normalised histograms: 0 for the same distribution, 1 for disjoint ones): half the
-    picture's mass moved to other grey levels. Motion within a shot and an old film's exposure
-    flicker move it less; on ``../shared/data/video`` it finds one cut in ``bikes``, three in
-    the old film and none in the other clips (``docs/benchmarks.md``, section 8). A cut between
-    two shots of similar tones is missed; the stabilizer's trust (the flow finds no match)
-    then keeps most of the old colour out."""
+    """Shot cuts from the grey frames. A cut is where two things happen at once:
+
+    - the 32-bin histogram of the grey frame changes by at least :attr:`StabilizerParams.cut`
+      in total variation (half the L1 distance of the normalised histograms: 0 for the same
+      distribution, 1 for disjoint ones); motion within a shot moves it little;
+    - the optical flow matches less than :attr:`StabilizerParams.cut_match` of the picture
+      (the mean of :func:`flow_trust`): an old film's exposure flicker changes the histogram
+      as much as some cuts do (0.23 in ``old-film-abomb``), but the picture is still there.
+
+    The flow is computed only for the rare frames that pass the first test. On the clips of
+    ``../shared/data/video`` it finds the five cuts of ``bikes``, the three of the old film
+    and none in the other clips (``docs/video.md``). A cut between two shots of very similar
+    tones is missed; the stabilizer's trust (the flow finds no match) then keeps most of the
+    old colour out."""
 
     BINS = 32
 
-    def __init__(self, threshold: float = StabilizerParams.cut):
-        self.threshold = threshold
-        self._prev: np.ndarray | None = None
+    def __init__(self, params: StabilizerParams = StabilizerParams()):
+        self.params = params
+        self._flow: fl.DisFlow | None = None
+        self._prev: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.cuts = 0
 
     @classmethod
@@ -137,13 +169,30 @@ class ShotCuts:
         h = np.bincount(grey.ravel() >> 3, minlength=cls.BINS).astype(np.float64)
         return h / h.sum()
 
-    def __call__(self, grey: np.ndarray) -> bool:
-        """Whether the frame ``grey`` starts a new shot (never the first frame)."""
+    @staticmethod
+    def change(h: np.ndarray, prev: np.ndarray) -> float:
+        """The total variation between two :meth:`histogram`."""
+        return float(0.5 * np.abs(h - prev).sum())
+
+    def match(self, grey: np.ndarray, L: np.ndarray) -> float:
+        """The share of this frame the flow matches in the previous one (mean trust)."""
+        if self._flow is None:
+            self._flow = fl.DisFlow(self.params.preset)
+        _, prev_grey, prev_L = self._prev
+        return float(flow_trust(self._flow, grey, L, prev_grey, prev_L, self.params)[1].mean())
+
+    def __call__(self, grey: np.ndarray, L: np.ndarray) -> bool:
+        """Whether the frame (grey uint8 and L float32 ``(h, w)``, at the working size:
+        :func:`working_frame`) starts a new shot (never the first frame)."""
         h = self.histogram(grey)
-        cut = self._prev is not None and 0.5 * np.abs(h - self._prev).sum() >= self.threshold
-        self._prev = h
-        self.cuts += bool(cut)
-        return bool(cut)
+        cut = (
+            self._prev is not None
+            and self.change(h, self._prev[0]) >= self.params.cut
+            and self.match(grey, L) < self.params.cut_match
+        )
+        self._prev = (h, grey, L)
+        self.cuts += cut
+        return cut
 
 
 class Stabilizer:
@@ -153,10 +202,10 @@ class Stabilizer:
     For frame t with predicted chroma ``c_t``: the flow from t to t-1 (DIS at
     :attr:`~StabilizerParams.preset`) on the grey frames warps the previous output chroma
     ``s_{t-1}`` onto frame t; the output is ``s_t = w * warped + (1 - w) * c_t`` with
-    ``w = carry * trust``, where ``trust`` in [0, 1] falls with the forward-backward
-    inconsistency of the flow (occlusions, new content, flow errors) and with the L
-    difference that remains after warping; pixels whose source lies outside the previous
-    frame, and every pixel after a shot cut, take the prediction alone.
+    ``w = carry * trust`` (:func:`flow_trust`), where ``trust`` in [0, 1] falls with the
+    forward-backward inconsistency of the flow (occlusions, new content, flow errors) and with
+    the L difference that remains after warping; pixels whose source lies outside the
+    previous frame, and every pixel after a shot cut, take the prediction alone.
     """
 
     def __init__(self, params: StabilizerParams = StabilizerParams()):
@@ -167,18 +216,6 @@ class Stabilizer:
     def reset(self) -> None:
         self._prev = None
 
-    def trust(self, grey: np.ndarray, L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(flow from this frame to the previous one ``(h, w, 2)``, trust ``(h, w)`` in
-        [0, 1]) for grey frame ``grey`` uint8 and its L float32, both at the working size."""
-        p = self.params
-        prev_grey, prev_L, _ = self._prev
-        fw, bw = self._flow(grey, prev_grey), self._flow(prev_grey, grey)
-        warped_L, inside = fl.warp(prev_L, fw)
-        dL = L - warped_L
-        dL -= np.median(dL)
-        z = (fl.fb_error(fw, bw) / p.fb_sigma) ** 2 + (dL / p.l_sigma) ** 2
-        return fw, np.exp(-z) * inside
-
     def __call__(self, grey: np.ndarray, L: np.ndarray, chroma: np.ndarray, cut: bool = False):
         """This frame's stabilized chroma ``(2, h, w)`` from its prediction ``chroma``
         ``(2, h, w)`` and its grey frame and L ``(h, w)``, all at the working size."""
@@ -186,7 +223,8 @@ class Stabilizer:
             self.reset()
         out = chroma
         if self._prev is not None:
-            fw, trust = self.trust(grey, L)
+            prev_grey, prev_L, _ = self._prev
+            fw, trust = flow_trust(self._flow, grey, L, prev_grey, prev_L, self.params)
             warped, _ = fl.warp(np.ascontiguousarray(np.moveaxis(self._prev[2], 0, -1)), fw)
             w = (self.params.carry * trust).astype(np.float32)
             out = w * np.moveaxis(warped, -1, 0) + (1.0 - w) * chroma
@@ -330,6 +368,14 @@ def _batches(frames: Iterator, n: int, limit: int | None) -> Iterator[list]:
         yield batch
 
 
+def working_frame(L: np.ndarray, work_side: int = StabilizerParams.work_side):
+    """A frame's L ``(H, W)`` -> (its L float32, its grey frame uint8) at the stabilizer's
+    working size (longer side at most ``work_side``): what :class:`ShotCuts` and
+    :class:`Stabilizer` see."""
+    L_work = fl.shrink(L, fl.fit_side(L.shape, work_side))
+    return L_work, fl.grey_u8(L_work)
+
+
 class FrameColorizer:
     """Model chroma -> (stabilized) output RGB for a batch of decoded frames, in the order
     of the video: what :func:`colorize_video` and :func:`colorize_segment` run per batch
@@ -341,7 +387,7 @@ class FrameColorizer:
         self.temperature, self.saturation = temperature, saturation
         self.device = next(model.parameters()).device
         self.stabilizer = Stabilizer(params) if stabilize else None
-        self.cuts = ShotCuts(params.cut)
+        self.cuts = ShotCuts(params)
         self.work_side = params.work_side
 
     def predict(self, rgbs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -357,12 +403,10 @@ class FrameColorizer:
     def finish(self, L: np.ndarray, chroma: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
         """The next frame's L and predicted chroma (:meth:`predict`) -> (full-resolution grey
         uint8, output RGB uint8, whether the frame starts a new shot)."""
-        work = fl.fit_side(L.shape, self.work_side)
-        L_work = fl.shrink(L, work)
-        grey_work = fl.grey_u8(L_work)
-        cut = self.cuts(grey_work)
+        L_work, grey_work = working_frame(L, self.work_side)
+        cut = self.cuts(grey_work, L_work)
         if self.stabilizer is not None:
-            chroma = self.stabilizer(grey_work, L_work, resize(chroma, work), cut)
+            chroma = self.stabilizer(grey_work, L_work, resize(chroma, L_work.shape), cut)
         out = finish_np(L, chroma, self.model.output_kind)
         return fl.grey_u8(L), np.asarray(out), cut
 
@@ -461,12 +505,12 @@ def _transcode(
     meter = FlickerMeter(1, spaces=("rgb", "ab")) if measure else None
     n, colour = 0, 0.0
     for batch in _batches(_frames(s), batch_size, max_frames):
-        for frame, (grey, rgb, _) in zip(batch, colorizer([_rgb(f) for f in batch]), strict=True):
+        for frame, (grey, rgb, cut) in zip(batch, colorizer([_rgb(f) for f in batch]), strict=True):
             s.out.mux(s.vout.encode(_encode_frame(rgb, frame, s.vout)))
             k = max(1, math.ceil(max(rgb.shape[:2]) / _COLOURFULNESS_SIDE))
             colour += colorfulness(rgb[::k, ::k])
             if meter is not None:
-                meter.add(grey, rgb)
+                meter.add(grey, rgb, cut=cut)
         n += len(batch)
         if progress is not None:
             fps = n / max(time.perf_counter() - start, 1e-9)
@@ -702,7 +746,7 @@ def _write_segment(
             k = max(1, math.ceil(max(rgb.shape[:2]) / _COLOURFULNESS_SIDE))
             got.colour += colorfulness(rgb[::k, ::k])
             if meter is not None:
-                meter.add(grey, rgb)
+                meter.add(grey, rgb, cut=cut)
     s.out.mux(s.vout.encode(None))
     if meter is not None and meter.pairs:
         got.pairs = meter.pairs

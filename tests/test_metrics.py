@@ -101,3 +101,26 @@ def test_warping_error_is_near_zero_for_consistent_colour_and_large_for_flicker(
     assert ab_consistent < 10 and ab_flickering > 8 * ab_consistent  # Lab units squared
     with pytest.raises(ValueError):
         meter.add(np.zeros((72, 96), np.uint8), _moving(0))
+
+
+@pytest.mark.timeout(60)
+def test_warping_error_leaves_the_pairs_across_a_shot_cut_apart():
+    """A consistent video with a cut to another scene: the pair across the cut (a flow between
+    unrelated pictures) is measured apart, and the figure is that of the pairs within a shot."""
+    from colorization import color
+    from colorization.flow import grey_u8
+    from colorization.metrics import FlickerMeter
+
+    other = [np.ascontiguousarray(_moving(t)[::-1, :, ::-1]) for t in range(4)]  # another scene
+    frames = [_moving(t) for t in range(4)] + other
+    meter, whole = FlickerMeter(1, spaces=("rgb", "ab")), FlickerMeter(1)
+    for i, rgb in enumerate(frames):
+        grey = grey_u8(color.lightness_u8(rgb))
+        meter.add(grey, rgb, cut=i == 4)
+        whole.add(grey, rgb)
+    assert (meter.pairs, meter.cut_pairs) == (6, 1) and (whole.pairs, whole.cut_pairs) == (7, 0)
+    assert meter.values[0] < 2e-3  # each shot alone is consistent
+    assert meter.of("rgb", cuts=True)[0] > 0.01 and meter.of("ab", cuts=True)[0] > 10
+    # with the cut among the pairs, the figure is the cut's share of them
+    assert whole.values[0] == pytest.approx((6 * meter.values[0] + meter.of(cuts=True)[0]) / 7)
+    assert np.isnan(whole.of(cuts=True)[0])

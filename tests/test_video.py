@@ -142,14 +142,23 @@ def test_shot_cut_detection_finds_a_synthetic_cut():
     other = [np.roll(255 - pattern(t), 17, axis=0) // 2 for t in range(6)]  # another, darker scene
     frames = [pattern(t) for t in range(6)] + other
     cuts = ShotCuts()
-    found = [i for i, rgb in enumerate(frames) if cuts(rgb[..., 0])]
+    found = [i for i, rgb in enumerate(frames) if cuts(*_grey_and_L(rgb[..., 0]))]
     assert found == [6] and cuts.cuts == 1
-    # the flicker of an old film's exposure is no cut
-    flick = ShotCuts()
-    assert not any(
-        flick(np.clip(pattern(t)[..., 0] * (1 + 0.1 * (-1) ** t), 0, 255).astype(np.uint8))
-        for t in range(8)
-    )
+    # the flicker of an old film's exposure is no cut, though it moves the histogram as much
+    flick, exposure = ShotCuts(), [1 + 0.25 * (-1) ** t for t in range(8)]
+    greys = [
+        np.clip(pattern(t)[..., 0] * k, 0, 255).astype(np.uint8) for t, k in enumerate(exposure)
+    ]
+    changes = [
+        ShotCuts.change(*map(ShotCuts.histogram, p))
+        for p in zip(greys[1:], greys[:-1], strict=True)
+    ]
+    assert min(changes) > StabilizerParams.cut
+    assert not any(flick(*_grey_and_L(g)) for g in greys)
+
+
+def _grey_and_L(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return grey, grey.astype(np.float32) / 2.55
 
 
 def test_stabilizer_follows_the_motion_and_damps_flickering_colour():
@@ -276,3 +285,22 @@ def asdict_info(info):
 def _garbage(path: Path) -> Path:
     path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     return path
+
+
+@pytest.mark.timeout(120)
+def test_shot_cuts_of_the_real_clips():
+    """The cuts of the shared clips, found as the colorizer finds them (the grey frame at the
+    stabilizer's working size): the five of ``bikes`` (street shots of similar tones, changes
+    of 0.23 to 0.72), the three of the old film (whose exposure flickers) and none in a clip
+    of one shot."""
+    from colorization.color import lightness_u8
+    from colorization.video import working_frame
+
+    def cuts(name: str) -> list[int]:
+        found = ShotCuts()
+        frames = decode_rgb(require(DATA / "video" / f"{name}.mp4"))
+        return [i for i, rgb in enumerate(frames) if found(*working_frame(lightness_u8(rgb))[::-1])]
+
+    assert cuts("bikes") == [30, 76, 137, 187, 242]
+    assert cuts("old-film-abomb") == [44, 134, 299]
+    assert cuts("bear") == []
