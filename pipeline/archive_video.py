@@ -79,7 +79,8 @@ class VideoWorker:
             result = colorize_segment(
                 seekable(source_uri, cfg.storage), local, info, segment, self.model, self.table,
                 temperature=cfg.temperature, saturation=cfg.saturation,
-                stabilize=cfg.video_stabilize, codec=cfg.video_codec, size=cfg.size,
+                stabilize=cfg.video_stabilize, codec=cfg.video_codec, crf=cfg.video_crf,
+                size=cfg.size,
                 batch_size=cfg.batch_size, measure=cfg.video_flicker,
                 params=StabilizerParams(),
             )  # fmt: skip

@@ -385,6 +385,9 @@ def run_cmd(
     video_codec: Annotated[
         str, typer.Option(help="FFmpeg encoder of the output videos, e.g. libx265")
     ] = _RUN["video_codec"],
+    video_crf: Annotated[
+        int, typer.Option(help="x264 / x265 rate factor of the output videos (0: lossless)")
+    ] = _RUN["video_crf"],
     stabilize: Annotated[
         bool,
         typer.Option(
@@ -430,6 +433,7 @@ def run_cmd(
         progress=progress,
         video_segment_frames=video_segment_frames,
         video_codec=video_codec,
+        video_crf=video_crf,
         video_stabilize=stabilize,
         video_flicker=video_flicker,
     )

@@ -111,9 +111,9 @@ def test_cli_run_defaults_are_the_configs(monkeypatch):
     assert res.exit_code == 0
     assert seen[-1] == RunConfig(src="in", dst="out", workers=3, format="png")
     args = ["run", "in", "out", "--no-stabilize", "--video-segment-frames", "90"]
-    assert CliRunner().invoke(app, args).exit_code == 0
+    assert CliRunner().invoke(app, args + ["--video-crf", "23"]).exit_code == 0
     assert seen[-1] == RunConfig(
-        src="in", dst="out", video_stabilize=False, video_segment_frames=90
+        src="in", dst="out", video_stabilize=False, video_segment_frames=90, video_crf=23
     )
 
 
@@ -286,6 +286,7 @@ def test_s3_archive_colorizes_a_film_in_segments_beside_broken_videos(
         model=str(tiny_model),
         storage=storage,
         video_segment_frames=12,
+        video_crf=23,
         progress=False,
     )
     summary = run(cfg)
@@ -305,6 +306,7 @@ def test_s3_archive_colorizes_a_film_in_segments_beside_broken_videos(
     out.write_bytes(dst.client.get_object(Bucket=dst.name, Key="colour/reel 1.mp4")["Body"].read())
     got, want = probe(out), probe(real)
     assert all(got[k] == want[k] for k in ("size", "times", "audio")), (got, want)
+    assert b"crf=23.0" in out.read_bytes()  # x264's settings, in its first frame's SEI
 
     assert "truncated: 1 of 30 frames present" in rows["cut.mp4"]["error"], rows["cut.mp4"]
     assert "frames 24-29" in rows["corrupt.mp4"]["error"], rows["corrupt.mp4"]
