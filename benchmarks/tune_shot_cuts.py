@@ -20,14 +20,13 @@ fewest cuts missed among the settings that take at most 0.5% of the within-shot 
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 
 import numpy as np
 from PIL import Image
 from tune_stabilizer import DATA, pan
 
 from colorization.color import lightness_u8
-from colorization.video import ShotCuts, StabilizerParams, working_frame
+from colorization.video import ShotCuts, working_frame
 
 CHANGES = (0.5, 0.3, 0.25, 0.2, 0.15, 0.1)
 MATCHES = (1.0, 0.5, 0.25, 0.1)
@@ -80,8 +79,7 @@ def main() -> None:
             print(f"| {c} | {'none' if m >= 1 else m} | {missed:.1%} | {false:.2%} |")
             if false <= MAX_FALSE and (best is None or (missed, false) < best[:2]):
                 best = (missed, false, c, m)
-    chosen = replace(StabilizerParams(), cut=best[2], cut_match=best[3])
-    print(f"chosen: cut {chosen.cut}, cut_match {chosen.cut_match} ({best[0]:.1%} missed)")
+    print(f"chosen: cut {best[2]}, cut_match {best[3]} ({best[0]:.1%} missed)")
 
 
 if __name__ == "__main__":
