@@ -1,7 +1,7 @@
 """Video colorization on the colour clips of ``../shared/data/video``: flicker, quality, speed.
 
     python benchmarks/bench_video.py [--clips bear,bikes] [--max-frames N] [--threads 2]
-        [--out /tmp/bench-video] [--strips docs/images]
+        [--out /tmp/bench-video] [--strips docs/images] [--pix-fmt yuv420p10le]
 
 For each colour clip (every ``*.mp4`` there but the old film, unless ``--clips`` names them):
 1. ``colorize_video`` frame by frame (``--no-stabilize``) and stabilized, each timed, both with
@@ -42,6 +42,7 @@ from colorization.flow import grey_u8
 from colorization.metrics import FlickerMeter
 from colorization.shipped import load
 from colorization.video import ShotCuts, colorize_video, working_frame
+from colorization.videofiles import PIX_FMT
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEOS = REPO.parent / "shared" / "data" / "video"
@@ -91,13 +92,16 @@ def compare(src: Path, fbf: Path, stab: Path, limit: int | None) -> dict:
     }
 
 
-def bench_clip(src: Path, out: Path, model, table, max_frames: int | None) -> dict:
+def bench_clip(
+    src: Path, out: Path, model, table, max_frames: int | None, pix_fmt: str = PIX_FMT
+) -> dict:
     runs = {}
     for key, stab in (("fbf", False), ("stab", True)):
         dest = out / f"{src.stem}-{key}.mp4"
         r = colorize_video(
-            src, dest, model, table, stabilize=stab, measure=False, max_frames=max_frames
-        )
+            src, dest, model, table, stabilize=stab, measure=False, max_frames=max_frames,
+            pix_fmt=pix_fmt,
+        )  # fmt: skip
         runs[key] = r
     fps = {k: r.frames / r.seconds for k, r in runs.items()}
     result = {
@@ -196,6 +200,7 @@ def main() -> None:
     ap.add_argument("--model", default="seg-lite0")
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench-video"))
     ap.add_argument("--strips", type=Path, default=None, help="write before/after PNGs here")
+    ap.add_argument("--pix-fmt", default=PIX_FMT, help="of the outputs, e.g. yuv420p10le")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     names = [c for c in a.clips.split(",") if c] or sorted(
@@ -207,7 +212,7 @@ def main() -> None:
     for name in names:
         before = host_load()
         start = time.perf_counter()
-        r = bench_clip(VIDEOS / f"{name}.mp4", a.out, model, table, a.max_frames)
+        r = bench_clip(VIDEOS / f"{name}.mp4", a.out, model, table, a.max_frames, a.pix_fmt)
         r |= {"seconds": round(time.perf_counter() - start, 1), "host_before": before}
         r["host_after"] = host_load()
         print(json.dumps(r), flush=True)

@@ -41,6 +41,7 @@ from colorization.flow import grey_u8
 from colorization.metrics import FlickerMeter, colorfulness, psnr
 from colorization.shipped import load
 from colorization.video import FrameColorizer, StabilizerParams
+from colorization.videofiles import PIX_FMT
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -79,14 +80,14 @@ def film(limit: int | None = None) -> list[np.ndarray]:
     return got[:limit]
 
 
-def h264(frames: list[np.ndarray], crf: int) -> list[np.ndarray]:
-    """``frames`` through x264 at ``crf`` (yuv420p, 30 fps, in memory) and decoded back: what
-    a written output holds."""
+def h264(frames: list[np.ndarray], crf: int, pix_fmt: str = PIX_FMT) -> list[np.ndarray]:
+    """``frames`` through x264 at ``crf`` (``pix_fmt``, 30 fps, in memory) and decoded back:
+    what a written output holds."""
     buf = io.BytesIO()
     with av.open(buf, "w", format="mp4") as out:
         v = out.add_stream("libx264", rate=30, options={"crf": str(crf)})
         v.height, v.width = frames[0].shape[:2]
-        v.pix_fmt = "yuv420p"
+        v.pix_fmt = pix_fmt
         for f in frames:
             out.mux(v.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
         out.mux(v.encode(None))

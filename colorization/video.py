@@ -13,7 +13,7 @@ frame by frame, between a PyAV decoder and encoder (PyAV's wheels bring FFmpeg):
    a shot cut (:class:`ShotCuts`) starts afresh;
 4. the chroma joined with the frame's own full-resolution L
    (:func:`colorization.pixels.finish_np`) and encoded: H.264 (``libx264``, yuv420p) unless
-   another codec is named, with the input's size, timestamps (so its frame rate and
+   another codec or pixel format is named, with the input's size, timestamps (so its frame rate and
    duration), display matrix (rotation) and colour tags, and every audio stream of the input
    copied packet for packet. Data and subtitle streams are not carried.
 
@@ -45,7 +45,7 @@ from colorization.inference import input_size, model_chroma
 from colorization.metrics import FlickerMeter, colorfulness
 from colorization.pixels import finish_np, lightness_np, resize
 from colorization.tables import ColorTable
-from colorization.videofiles import CRF, CRF_CODECS, DEFAULT_CODEC
+from colorization.videofiles import CRF, CRF_CODECS, DEFAULT_CODEC, PIX_FMT
 
 #: the mean colourfulness is taken on every frame, sampled to at most this many px a side
 _COLOURFULNESS_SIDE = 640
@@ -284,6 +284,17 @@ class _Streams:
     audio: dict
 
 
+def check_encoder(codec: str, pix_fmt: str = PIX_FMT) -> None:
+    """Raise :class:`VideoError` unless this FFmpeg build has the encoder ``codec`` and it
+    takes frames in ``pix_fmt``."""
+    try:
+        formats = [f.name for f in av.codec.Codec(codec, "w").video_formats or ()]
+    except (av.FFmpegError, ValueError) as e:
+        raise VideoError(f"no encoder {codec!r} in this FFmpeg build: {e}") from e
+    if formats and pix_fmt not in formats:
+        raise VideoError(f"{codec} does not take {pix_fmt!r}; it takes {', '.join(formats)}")
+
+
 def _open_output(
     tmp: Path,
     inp: av.container.InputContainer,
@@ -292,17 +303,18 @@ def _open_output(
     matrix: list[int] | None,
     audio: bool = True,
     crf: int = CRF,
+    pix_fmt: str = PIX_FMT,
 ) -> _Streams:
     """The output container: a video stream with the input's size, rate, time base, colour
-    tags and display matrix (x264 / x265 at rate factor ``crf``), and a copy of each audio
-    stream (with ``audio``)."""
+    tags and display matrix (x264 / x265 at rate factor ``crf``), in ``pix_fmt``, and a copy
+    of each audio stream (with ``audio``)."""
     mp4 = tmp.suffix.lower() in (".mp4", ".mov")
     out = av.open(str(tmp), "w", options={"movflags": "+faststart"} if mp4 else {})
     try:
         options = {"crf": str(crf)} if codec in CRF_CODECS else {}
         rate = video.average_rate or video.guessed_rate or Fraction(25)
         vout = out.add_stream(codec, rate=rate, options=options)
-        vout.width, vout.height, vout.pix_fmt = video.width, video.height, "yuv420p"
+        vout.width, vout.height, vout.pix_fmt = video.width, video.height, pix_fmt
         vout.time_base = video.time_base
         vout.codec_context.time_base = video.time_base
         for tag in ("colorspace", "color_range", "color_primaries", "color_trc"):
@@ -426,6 +438,7 @@ def colorize_video(
     stabilize: bool = True,
     codec: str = DEFAULT_CODEC,
     crf: int = CRF,
+    pix_fmt: str = PIX_FMT,
     size: int | None = None,
     batch_size: int = 8,
     max_frames: int | None = None,
@@ -435,7 +448,8 @@ def colorize_video(
 ) -> VideoResult:
     """Colorize the video file ``src`` into ``dest`` (see the module doc); returns its
     :class:`VideoResult`. ``crf``: the rate factor of x264 / x265 (0 is lossless in
-    yuv420p); ``size``: the model's input side (default: its own,
+    yuv420p); ``pix_fmt``: the output's pixel format (:data:`~colorization.videofiles.PIX_FMT`
+    unless one the encoder takes is named, e.g. ``yuv420p10le``); ``size``: the model's input side (default: its own,
     :func:`~colorization.inference.input_size`); ``max_frames``: stop after so many frames
     (the output is that long); ``measure``: the output's warping errors into the result (a
     Farneback flow per frame pair and each frame's Lab: at 720p about a third of the time of
@@ -446,17 +460,14 @@ def colorize_video(
     tmp = dest.with_name(f".{dest.stem}.partial{dest.suffix}")
     start = time.perf_counter()
     try:
-        try:
-            av.codec.Codec(codec, "w")
-        except (av.FFmpegError, ValueError) as e:
-            raise VideoError(f"no encoder {codec!r} in this FFmpeg build: {e}") from e
+        check_encoder(codec, pix_fmt)
         dest.parent.mkdir(parents=True, exist_ok=True)
         rotation, matrix = _display_matrix(src)
         inp, video = _open_input(src)
         with inp:
             fps = float(video.average_rate or video.guessed_rate or 0)
             width, height = video.width, video.height
-            streams = _open_output(tmp, inp, video, codec, matrix, crf=crf)
+            streams = _open_output(tmp, inp, video, codec, matrix, crf=crf, pix_fmt=pix_fmt)
             n_audio = len(streams.audio)
             with streams.out:
                 stats = _transcode(streams, colorizer, batch_size, max_frames, measure, progress)
@@ -482,6 +493,7 @@ def colorize_video(
         codec=codec,
         audio_streams=n_audio,
         settings={"temperature": temperature, "saturation": saturation, "size": colorizer.size}
+        | {"pix_fmt": pix_fmt}
         | ({"crf": crf} if codec in CRF_CODECS else {})
         | (asdict(params) if stabilize else {}),
         **stats,
@@ -647,6 +659,7 @@ def colorize_segment(
     stabilize: bool = True,
     codec: str = DEFAULT_CODEC,
     crf: int = CRF,
+    pix_fmt: str = PIX_FMT,
     size: int | None = None,
     batch_size: int = 8,
     measure: bool = True,
@@ -655,7 +668,8 @@ def colorize_segment(
     """Colorize ``segment`` of the video ``src`` (whose :func:`probe_video` is ``info``) into
     the video-only file ``dest`` (MP4), each frame at its own timestamp. Decoding starts at
     the key frame before the warm-up (a seek), or at the first frame if the container cannot
-    seek there; ``crf`` as :func:`colorize_video`'s. Raises :class:`VideoError` (and leaves no
+    seek there; ``crf`` and ``pix_fmt`` as :func:`colorize_video`'s. Raises :class:`VideoError`
+    (and leaves no
     ``dest``) when the segment's frames do not all decode."""
     dest = Path(dest)
     tmp = dest.with_name(f".{dest.stem}.partial.mp4")
@@ -665,6 +679,7 @@ def colorize_segment(
     t0 = time.perf_counter()
     want = segment.end - segment.start
     try:
+        check_encoder(codec, pix_fmt)
         _, matrix = _display_matrix(src)
         # a seek lands on the key frame at or before the warm-up's first frame; a container
         # that lands after it is read from its first frame instead
@@ -673,7 +688,9 @@ def colorize_segment(
             with inp:
                 if seek:
                     inp.seek(first, stream=video, backward=True, any_frame=False)
-                s = _open_output(tmp, inp, video, codec, matrix, audio=False, crf=crf)
+                s = _open_output(
+                    tmp, inp, video, codec, matrix, audio=False, crf=crf, pix_fmt=pix_fmt
+                )
                 with s.out:
                     frames = (f for f in _frames(s) if f.pts is not None and f.pts >= first)
                     got = _write_segment(

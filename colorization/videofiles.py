@@ -10,6 +10,10 @@ from pathlib import Path
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 #: H.264 by FFmpeg's x264 encoder, in yuv420p: what every player plays
 DEFAULT_CODEC = "libx264"
+#: the output's pixel format: 8-bit 4:2:0, what every player plays; ``yuv420p10le`` (10-bit,
+#: H.264 High 10 or HEVC Main 10) keeps the colour four times finer, for masters that are
+#: edited or re-encoded later (``docs/video.md``: what 8 bits cost the flicker figure)
+PIX_FMT = "yuv420p"
 #: constant rate factor of the x264 / x265 encoders: visually lossless for most footage
 CRF = 18
 #: the encoders that take a rate factor (``crf``)

@@ -80,6 +80,7 @@ class VideoWorker:
                 seekable(source_uri, cfg.storage), local, info, segment, self.model, self.table,
                 temperature=cfg.temperature, saturation=cfg.saturation,
                 stabilize=cfg.video_stabilize, codec=cfg.video_codec, crf=cfg.video_crf,
+                pix_fmt=cfg.video_pix_fmt,
                 size=cfg.size,
                 batch_size=cfg.batch_size, measure=cfg.video_flicker,
                 params=StabilizerParams(),

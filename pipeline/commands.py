@@ -21,7 +21,7 @@ from colorization.shipped import (
     DEFAULT_TEMPERATURE,
 )
 from colorization.tables import TableParams
-from colorization.videofiles import CRF, DEFAULT_CODEC
+from colorization.videofiles import CRF, DEFAULT_CODEC, PIX_FMT
 from pipeline.cli import COMMANDS, TABLES_COMMANDS
 from pipeline.cluster import connect
 from pipeline.run_stage import RunConfig
@@ -253,6 +253,9 @@ def video_cmd(
     crf: Annotated[
         int, typer.Option(help="x264 / x265 rate factor: lower is closer to lossless (0)")
     ] = CRF,
+    pix_fmt: Annotated[
+        str, typer.Option(help="pixel format, e.g. yuv420p10le (10-bit) for masters")
+    ] = PIX_FMT,
 ) -> None:
     """Each output has the input's name, size, frame rate, duration, rotation and sound, in
     OUT (a .webm input gives .mkv unless the codec is a WebM one). A colour video is made grey
@@ -269,7 +272,8 @@ def video_cmd(
         try:
             result = colorize_video(
                 path, dest, net, table, temperature=temperature, saturation=saturation,
-                stabilize=stabilize, codec=codec, crf=crf, progress=_progress_line(path.name),
+                stabilize=stabilize, codec=codec, crf=crf, pix_fmt=pix_fmt,
+                progress=_progress_line(path.name),
             )  # fmt: skip
         except VideoError as e:
             typer.echo(f"\nerror: {e}", err=True)
@@ -388,6 +392,9 @@ def run_cmd(
     video_crf: Annotated[
         int, typer.Option(help="x264 / x265 rate factor of the output videos (0: lossless)")
     ] = _RUN["video_crf"],
+    video_pix_fmt: Annotated[
+        str, typer.Option(help="pixel format of the output videos, e.g. yuv420p10le (10-bit)")
+    ] = _RUN["video_pix_fmt"],
     stabilize: Annotated[
         bool,
         typer.Option(
@@ -434,6 +441,7 @@ def run_cmd(
         video_segment_frames=video_segment_frames,
         video_codec=video_codec,
         video_crf=video_crf,
+        video_pix_fmt=video_pix_fmt,
         video_stabilize=stabilize,
         video_flicker=video_flicker,
     )

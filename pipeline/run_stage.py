@@ -31,7 +31,7 @@ import yaml
 
 from colorization.imageio import DEFAULT_MAX_PIXELS
 from colorization.shipped import DEFAULT_MODEL
-from colorization.videofiles import CRF, DEFAULT_CODEC
+from colorization.videofiles import CRF, DEFAULT_CODEC, PIX_FMT
 from pipeline.archive_video import process_videos
 from pipeline.archive_workers import Colorizer, _Decode, _Finish
 from pipeline.manifest import (
@@ -100,6 +100,7 @@ class RunConfig:
     video_segment_frames: int = 600
     video_codec: str = DEFAULT_CODEC
     video_crf: int = CRF  # the rate factor of x264 / x265: lower is closer to lossless (0)
+    video_pix_fmt: str = PIX_FMT  # 8-bit 4:2:0; yuv420p10le: 10-bit, for masters
     video_stabilize: bool = True  # colour carried along the motion (colorization/video.py)
     # each video's warping error in its row (a Farneback flow per frame pair: about a third
     # more time at 720p on CPUs)

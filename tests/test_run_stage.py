@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -111,10 +112,12 @@ def test_cli_run_defaults_are_the_configs(monkeypatch):
     assert res.exit_code == 0
     assert seen[-1] == RunConfig(src="in", dst="out", workers=3, format="png")
     args = ["run", "in", "out", "--no-stabilize", "--video-segment-frames", "90"]
-    assert CliRunner().invoke(app, args + ["--video-crf", "23"]).exit_code == 0
+    args += ["--video-crf", "23", "--video-pix-fmt", "yuv420p10le"]
+    assert CliRunner().invoke(app, args).exit_code == 0
     assert seen[-1] == RunConfig(
-        src="in", dst="out", video_stabilize=False, video_segment_frames=90, video_crf=23
-    )
+        src="in", dst="out", video_stabilize=False, video_segment_frames=90, video_crf=23,
+        video_pix_fmt="yuv420p10le",
+    )  # fmt: skip
 
 
 def test_local_archive_every_input_has_its_row(ray_local, tmp_path, archive, tiny_model):
@@ -287,6 +290,7 @@ def test_s3_archive_colorizes_a_film_in_segments_beside_broken_videos(
         storage=storage,
         video_segment_frames=12,
         video_crf=23,
+        video_pix_fmt="yuv420p10le",  # 10-bit segments, joined
         progress=False,
     )
     summary = run(cfg)
@@ -307,6 +311,8 @@ def test_s3_archive_colorizes_a_film_in_segments_beside_broken_videos(
     got, want = probe(out), probe(real)
     assert all(got[k] == want[k] for k in ("size", "times", "audio")), (got, want)
     assert b"crf=23.0" in out.read_bytes()  # x264's settings, in its first frame's SEI
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv420p10le"
 
     assert "truncated: 1 of 30 frames present" in rows["cut.mp4"]["error"], rows["cut.mp4"]
     assert "frames 24-29" in rows["corrupt.mp4"]["error"], rows["corrupt.mp4"]
