@@ -197,8 +197,9 @@ class ColorizationLoss(nn.Module):
     (with a soft or hard target, see rebalanced_cross_entropy) or "uv" (target (N, 2, H,
     W)) give "color"; "category" (see category_loss: the teacher's probabilities) and
     "segmentation" are added when the output, its target and a positive weight are present;
-    "semantic" (a :class:`SemanticConsistencyLoss`) when given with its weight, the model, L
-    and the colour originals.
+    "semantic" (a :class:`SemanticConsistencyLoss`) when given with a positive weight, and
+    then the model, L and the colour originals must be passed too (a ValueError otherwise: the
+    term is never dropped silently).
     valid (N,) bool drops images from the colour term; has_teacher (N,) bool marks images
     with a category target. Returns each term and
     "total" (the weighted sum), all scalars.
@@ -215,6 +216,8 @@ class ColorizationLoss(nn.Module):
         semantic_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        if semantic_weight and semantic is None:
+            raise ValueError("semantic_weight needs a SemanticConsistencyLoss (semantic=...)")
         self.register_buffer("class_weights", class_weights, persistent=False)
         self.semantic = semantic if semantic_weight else None
         self.weights = {
@@ -254,7 +257,9 @@ class ColorizationLoss(nn.Module):
             and self.weights["segmentation"]
         ):
             terms["segmentation"] = segmentation_loss(outputs["segmentation"], segmentation_target)
-        if self.semantic is not None and model is not None and L is not None and rgb is not None:
+        if self.semantic is not None:
+            if model is None or L is None or rgb is None:
+                raise ValueError("the semantic term needs the model, L and rgb (the originals)")
             terms["semantic"] = self.semantic(model, outputs, L, rgb)
         terms["total"] = sum(self.weights[name] * value for name, value in terms.items())
         return terms

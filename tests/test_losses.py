@@ -293,3 +293,8 @@ def test_semantic_loss_trains_the_colours_not_the_classifier(photos_and_table) -
         {"logits": logits}, color_target=target, model=CLASS_MODEL, L=L, rgb=rgb
     )
     assert set(off) == {"color", "total"}
+    # weighted, it needs what it looks at: never dropped without a word
+    with pytest.raises(ValueError, match="needs the model, L and rgb"):
+        criterion({"logits": logits}, color_target=target, model=CLASS_MODEL, L=L)
+    with pytest.raises(ValueError, match="needs a SemanticConsistencyLoss"):
+        ColorizationLoss(semantic_weight=0.5)
