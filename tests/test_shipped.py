@@ -47,15 +47,15 @@ def test_model_card_says_how_it_was_made_and_how_it_scores():
 
 def test_shipped_model_scores_what_its_card_says_on_held_out_photos(tmp_path):
     """coco-tiny val2017 (never trained on, never used to choose a setting): colourfulness at
-    least 28 (its card: 30.9) and PSNR at most 0.8 dB under the grey baseline (its card: 0.76;
+    least 32 (its card: 33.9) and PSNR at most 0.9 dB under the grey baseline (its card: 0.81;
     the target is 0.5, not met yet)."""
     val = require(SHARED_DATA / "coco-tiny" / "val2017")
     cfg = EvalConfig(sources=[str(val)], out=str(tmp_path), judge="none")  # no semantic test
     summary = evaluate(cfg)
     grey, mine = summary["rows"]
     assert mine["model"] == DEFAULT_MODEL and summary["images"] == 78
-    assert mine["colorfulness"] >= 28.0
-    assert mine["psnr"] >= grey["psnr"] - 0.8
+    assert mine["colorfulness"] >= 32.0
+    assert mine["psnr"] >= grey["psnr"] - 0.9
     assert mine["ssim"] > 0.89
 
 
