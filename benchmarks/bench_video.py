@@ -58,6 +58,14 @@ def frames(path: Path, limit: int | None = None):
             yield f.to_ndarray(format="rgb24")
 
 
+def colour_clips(names: str = "") -> list[str]:
+    """The clips named (comma-separated), or every colour clip: each ``*.mp4`` of
+    ``VIDEOS`` but the old film."""
+    return [c for c in names.split(",") if c] or sorted(
+        p.stem for p in VIDEOS.glob("*.mp4") if p.stem != OLD_FILM
+    )
+
+
 def small(rgb: np.ndarray) -> np.ndarray:
     """A frame as the evaluation sees a photo: 256x256, bicubic."""
     return np.asarray(Image.fromarray(rgb).resize((EVAL_SIZE, EVAL_SIZE), Image.BICUBIC))
@@ -203,9 +211,7 @@ def main() -> None:
     ap.add_argument("--pix-fmt", default=PIX_FMT, help="of the outputs, e.g. yuv420p10le")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    names = [c for c in a.clips.split(",") if c] or sorted(
-        p.stem for p in VIDEOS.glob("*.mp4") if p.stem != OLD_FILM
-    )
+    names = colour_clips(a.clips)
     model, table, _ = load(a.model)
     a.out.mkdir(parents=True, exist_ok=True)
     results = []

@@ -24,23 +24,17 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from pathlib import Path
 
 import av
 import numpy as np
 import torch
+from bench_video import VIDEOS, colour_clips, frames
 from tune_stabilizer import h264
 
-from colorization import color
-from colorization.flow import grey_u8
 from colorization.metrics import FlickerMeter
 from colorization.shipped import load
-from colorization.video import FrameColorizer, ShotCuts, StabilizerParams, working_frame
-
-REPO = Path(__file__).resolve().parents[1]
-VIDEOS = REPO.parent / "shared" / "data" / "video"
-OLD_FILM = "old-film-abomb"
-CRF = 18
+from colorization.video import FrameColorizer, StabilizerParams
+from colorization.videofiles import CRF
 
 
 def ycbcr(frames: list[np.ndarray], pix_fmt: str) -> list[np.ndarray]:
@@ -62,34 +56,24 @@ STAGES: dict[str, Callable[[list[np.ndarray]], list[np.ndarray]]] = {
 }
 
 
-def clip_frames(path: Path, limit: int) -> list[np.ndarray]:
-    with av.open(str(path)) as c:
-        got = []
-        for f in c.decode(video=0):
-            if len(got) == limit:
-                break
-            got.append(f.to_ndarray(format="rgb24"))
-    return got
-
-
 def bench_clip(name: str, limit: int, model, table) -> dict:
-    rgbs = clip_frames(VIDEOS / f"{name}.mp4", limit)
+    rgbs = list(frames(VIDEOS / f"{name}.mp4", limit))
     base = FrameColorizer(model, table, None, None, None, False, StabilizerParams())
     predicted = [p for i in range(0, len(rgbs), 8) for p in base.predict(rgbs[i : i + 8])]
     outputs = {}
     for key, stab in (("fbf", False), ("stab", True)):
         run = FrameColorizer(model, table, None, None, None, stab, StabilizerParams())
-        outputs[key] = [run.finish(L, chroma)[1] for L, chroma in predicted]
-    cuts, detect = [], ShotCuts()
-    for rgb in rgbs:
-        L_work, grey_work = working_frame(color.lightness_u8(rgb))
-        cuts.append(detect(grey_work, L_work))
+        outputs[key] = [run.finish(L, chroma) for L, chroma in predicted]
+    # each frame's grey and whether it starts a shot (the pairs across a cut measured apart)
+    greys = [grey for grey, _, _ in outputs["fbf"]]
+    cuts = [cut for _, _, cut in outputs["fbf"]]
+    rgb_out = {k: [rgb for _, rgb, _ in v] for k, v in outputs.items()}
     row = {"clip": name, "frames": len(rgbs), "stages": {}}
     for stage, through in STAGES.items():
         meter = FlickerMeter(2, spaces=("ab",))
-        fbf, stab = through(outputs["fbf"]), through(outputs["stab"])
-        for rgb, a, b, cut in zip(rgbs, fbf, stab, cuts, strict=True):
-            meter.add(grey_u8(color.lightness_u8(rgb)), a, b, cut=cut)
+        fbf, stab = through(rgb_out["fbf"]), through(rgb_out["stab"])
+        for grey, a, b, cut in zip(greys, fbf, stab, cuts, strict=True):
+            meter.add(grey, a, b, cut=cut)
         e_fbf, e_stab = meter.of("ab")
         row["stages"][stage] = {"fbf": e_fbf, "stab": e_stab, "ratio": e_stab / e_fbf}
     return row
@@ -117,12 +101,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    names = [c for c in a.clips.split(",") if c] or sorted(
-        p.stem for p in VIDEOS.glob("*.mp4") if p.stem != OLD_FILM
-    )
     model, table, _ = load()
     rows = []
-    for name in names:
+    for name in colour_clips(a.clips):
         rows.append(bench_clip(name, a.frames, model, table))
         print(json.dumps(rows[-1]), flush=True)
     print("ab warping error, frame by frame / stabilized = ratio, after each step of writing:")

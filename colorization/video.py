@@ -13,9 +13,9 @@ frame by frame, between a PyAV decoder and encoder (PyAV's wheels bring FFmpeg):
    a shot cut (:class:`ShotCuts`) starts afresh;
 4. the chroma joined with the frame's own full-resolution L
    (:func:`colorization.pixels.finish_np`) and encoded: H.264 (``libx264``, yuv420p) unless
-   another codec or pixel format is named, with the input's size, timestamps (so its frame rate and
-   duration), display matrix (rotation) and colour tags, and every audio stream of the input
-   copied packet for packet. Data and subtitle streams are not carried.
+   another codec or pixel format is named, with the input's size, timestamps (so its frame
+   rate and duration), display matrix (rotation) and colour tags, and every audio stream of
+   the input copied packet for packet. Data and subtitle streams are not carried.
 
 The output is written to a hidden file beside the destination and renamed onto it once
 complete: a destination either does not exist or holds a whole video. A video that cannot be
@@ -449,8 +449,8 @@ def colorize_video(
     """Colorize the video file ``src`` into ``dest`` (see the module doc); returns its
     :class:`VideoResult`. ``crf``: the rate factor of x264 / x265 (0 is lossless in
     yuv420p); ``pix_fmt``: the output's pixel format (:data:`~colorization.videofiles.PIX_FMT`
-    unless one the encoder takes is named, e.g. ``yuv420p10le``); ``size``: the model's input side (default: its own,
-    :func:`~colorization.inference.input_size`); ``max_frames``: stop after so many frames
+    unless one the encoder takes is named, e.g. ``yuv420p10le``); ``size``: the model's input
+    side (default: its own, :func:`~colorization.inference.input_size`); ``max_frames``: stop after so many frames
     (the output is that long); ``measure``: the output's warping errors into the result (a
     Farneback flow per frame pair and each frame's Lab: at 720p about a third of the time of
     the whole path); ``progress``: called after every batch. Raises :class:`VideoError` (and
@@ -669,8 +669,7 @@ def colorize_segment(
     the video-only file ``dest`` (MP4), each frame at its own timestamp. Decoding starts at
     the key frame before the warm-up (a seek), or at the first frame if the container cannot
     seek there; ``crf`` and ``pix_fmt`` as :func:`colorize_video`'s. Raises :class:`VideoError`
-    (and leaves no
-    ``dest``) when the segment's frames do not all decode."""
+    (and leaves no ``dest``) when the segment's frames do not all decode."""
     dest = Path(dest)
     tmp = dest.with_name(f".{dest.stem}.partial.mp4")
     colorizer = FrameColorizer(model, table, temperature, saturation, size, stabilize, params)
