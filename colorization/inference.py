@@ -15,7 +15,12 @@ from torch import nn
 
 from colorization import color
 from colorization.pixels import finish_np, lightness_np, pixels_u8
-from colorization.shipped import DEFAULT_SATURATION, DEFAULT_SIZE, DEFAULT_TEMPERATURE
+from colorization.shipped import (
+    DEFAULT_REBALANCE_CORRECTION,
+    DEFAULT_SATURATION,
+    DEFAULT_SIZE,
+    DEFAULT_TEMPERATURE,
+)
 from colorization.tables import ColorTable
 
 
@@ -49,15 +54,22 @@ def input_size(model: nn.Module, size: int | None = None) -> int:
 
 
 def settings(
-    model: nn.Module, temperature: float | None = None, saturation: float | None = None
-) -> tuple[float, float]:
-    """(temperature, saturation): the given values, else the model's own defaults (set by
-    :func:`colorization.shipped.load` from its checkpoint), else
-    :data:`~colorization.shipped.DEFAULT_TEMPERATURE` and ``DEFAULT_SATURATION``."""
+    model: nn.Module,
+    temperature: float | None = None,
+    saturation: float | None = None,
+    rebalance_correction: float | None = None,
+) -> tuple[float, float, float]:
+    """(temperature, saturation, rebalance correction): the given values, else the model's own
+    defaults (set by :func:`colorization.shipped.load` from its checkpoint), else
+    :data:`~colorization.shipped.DEFAULT_TEMPERATURE`, ``DEFAULT_SATURATION`` and
+    ``DEFAULT_REBALANCE_CORRECTION``."""
     own = getattr(model, "inference_defaults", {}) or {}
     t = temperature if temperature is not None else own.get("temperature", DEFAULT_TEMPERATURE)
     s = saturation if saturation is not None else own.get("saturation", DEFAULT_SATURATION)
-    return float(t), float(s)
+    c = rebalance_correction
+    if c is None:
+        c = own.get("rebalance_correction", DEFAULT_REBALANCE_CORRECTION)
+    return float(t), float(s), float(c)
 
 
 @torch.inference_mode()
@@ -67,20 +79,39 @@ def model_chroma(
     table: ColorTable | None,
     temperature: float | None = None,
     saturation: float | None = None,
+    rebalance_correction: float | None = None,
 ) -> torch.Tensor:
-    """Chroma (ab or UV) at the model's output resolution ``(N, 2, H / stride, W / stride)``."""
-    return decode_chroma(model, model(L), table, *settings(model, temperature, saturation))
+    """Chroma (ab or UV) at the model's output resolution ``(N, 2, H / stride, W / stride)``;
+    settings not given are the model's own (:func:`settings`)."""
+    setting = settings(model, temperature, saturation, rebalance_correction)
+    return decode_chroma(model, model(L), table, *setting)
 
 
 def decode_chroma(
-    model: nn.Module, out: dict, table: ColorTable | None, temperature: float, saturation: float
+    model: nn.Module,
+    out: dict,
+    table: ColorTable | None,
+    temperature: float,
+    saturation: float,
+    rebalance_correction: float = 0.0,
 ) -> torch.Tensor:
     """A model's output dict -> chroma at its output resolution: class logits decoded by the
-    annealed mean at ``temperature`` (UV taken as is), times ``saturation``."""
+    annealed mean at ``temperature`` (UV taken as is), times ``saturation``.
+
+    A class model trained with the class-rebalanced loss (each pixel weighted by its true
+    class's weight w) learns a distribution proportional to w times the posterior, which the
+    annealed mean of Zhang et al. decodes as it is: colourful, but pulled towards the classes
+    that the weights favour. ``rebalance_correction`` c takes a share of that back,
+    logits - c log w, before the annealed mean (0: as trained; 1: the plain posterior);
+    ``saturation`` then sets the colours' strength. Regression models ignore it."""
     if model.output_kind == "classes":
         if table is None:
             raise ValueError("a class model needs its colour table to decode")
-        chroma = table.decode(out["logits"].float(), "annealed", temperature)
+        logits = out["logits"].float()
+        if rebalance_correction:
+            w = torch.tensor(table.weights, dtype=logits.dtype, device=logits.device)
+            logits = logits - rebalance_correction * torch.log(w).view(1, -1, 1, 1)
+        chroma = table.decode(logits, "annealed", temperature)
     else:
         chroma = color.unit_to_uv_t(out["uv"].float())
     return chroma if saturation == 1.0 else chroma * saturation
@@ -136,11 +167,12 @@ def colorize_images_at(
     model: nn.Module,
     table: ColorTable | None,
     images: Sequence[Image.Image],
-    at: Sequence[tuple[float, float]],
+    at: Sequence[tuple[float, float, float]],
     size: int | None = None,
     batch_size: int = 8,
 ) -> list[list[Image.Image]]:
-    """:func:`colorize_images` at several (temperature, saturation) settings, one forward pass
+    """:func:`colorize_images` at several (temperature, saturation, rebalance correction)
+    settings (:func:`settings`), one forward pass
     per batch for all of them (what the evaluation's settings sweep needs); returns one list
     of images per setting."""
     device = next(model.parameters()).device
@@ -150,8 +182,8 @@ def colorize_images_at(
         chunk = images[start : start + batch_size]
         fulls, smalls = zip(*(lightness(im, size) for im in chunk), strict=True)
         raw = model(torch.cat(smalls).to(device))
-        for images_at, (t, s) in zip(out, at, strict=True):
-            chromas = decode_chroma(model, raw, table, t, s).cpu()
+        for images_at, setting in zip(out, at, strict=True):
+            chromas = decode_chroma(model, raw, table, *setting).cpu()
             for im, L_full, chroma in zip(chunk, fulls, chromas, strict=True):
                 alpha = im.getchannel("A") if "A" in im.getbands() else None
                 images_at.append(finish(L_full, chroma, model.output_kind, alpha))

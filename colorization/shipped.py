@@ -20,11 +20,14 @@ if TYPE_CHECKING:  # torch is imported only when a model is loaded: the CLI star
 
 DEFAULT_MODEL = "seg-lite0"
 #: inference settings of a model whose checkpoint gives none (``meta.json`` ``inference``):
-#: the annealed-mean temperature, the factor on the predicted chroma, and the side (px, a
-#: multiple of 16) of the square L the model sees (its chroma is upsampled onto the image's
-#: own full-resolution L)
+#: the annealed-mean temperature, the factor on the predicted chroma, how much of the
+#: training's class rebalancing the decoding takes back (``rebalance_correction``: 0 decodes
+#: the distribution as trained, 1 the plain posterior; :func:`colorization.inference.
+#: decode_chroma`), and the side (px, a multiple of 16) of the square L the model sees (its
+#: chroma is upsampled onto the image's own full-resolution L)
 DEFAULT_TEMPERATURE = 0.38
 DEFAULT_SATURATION = 1.0
+DEFAULT_REBALANCE_CORRECTION = 0.0
 DEFAULT_SIZE = 256
 
 

@@ -16,6 +16,7 @@ import typer
 
 from colorization.shipped import (
     DEFAULT_MODEL,
+    DEFAULT_REBALANCE_CORRECTION,
     DEFAULT_SATURATION,
     DEFAULT_SIZE,
     DEFAULT_TEMPERATURE,
@@ -193,6 +194,14 @@ SaturationOpt = Annotated[
         f"(default: the model's own, else {DEFAULT_SATURATION:g})"
     ),
 ]
+RebalanceOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="how much of the training's class rebalancing the decoding takes back: 0 as "
+        "trained (colourful), 1 the plain posterior (duller, closer on average) "
+        f"(default: the model's own, else {DEFAULT_REBALANCE_CORRECTION:g})"
+    ),
+]
 ModelOpt = Annotated[
     str,
     typer.Option("--model", "-m", help="a shipped model's name, a checkpoint or a run directory"),
@@ -305,6 +314,7 @@ def eval_cmd(
     ] = DEFAULT_MODEL,
     temperature: TemperatureOpt = None,
     saturation: SaturationOpt = None,
+    rebalance_correction: RebalanceOpt = None,
     size: Annotated[
         int | None,
         typer.Option(help="model input side, a multiple of 16 (default: each model's own)"),
@@ -322,11 +332,15 @@ def eval_cmd(
     saturations: Annotated[
         str, typer.Option(help="sweep: comma-separated saturations, a row each")
     ] = "",
+    rebalance_corrections: Annotated[
+        str, typer.Option(help="sweep: comma-separated rebalance corrections, a row each")
+    ] = "",
 ) -> None:
     """The photos are made grey, colorized by each model and compared with their true
     colours, beside the grey photo itself as a baseline; grey originals are left out. With
-    --temperatures / --saturations, every model is scored at each combination: choose a
-    model's settings this way on a validation set, never on the test set."""
+    --temperatures / --saturations / --rebalance-corrections, every model is scored at each
+    combination: choose a model's settings this way on a validation set, never on the test
+    set."""
     from pipeline.eval_stage import EvalConfig, run_eval
 
     cfg = EvalConfig(
@@ -335,6 +349,7 @@ def eval_cmd(
         models=[m.strip() for m in models.split(",") if m.strip()],
         temperature=temperature,
         saturation=saturation,
+        rebalance_correction=rebalance_correction,
         size=size,
         batch_size=batch_size,
         limit=limit,
@@ -343,6 +358,7 @@ def eval_cmd(
         judge=judge,
         temperatures=[float(t) for t in temperatures.split(",") if t.strip()],
         saturations=[float(s) for s in saturations.split(",") if s.strip()],
+        rebalance_corrections=[float(c) for c in rebalance_corrections.split(",") if c.strip()],
     )
     typer.echo(run_eval(cfg))
 
@@ -462,6 +478,7 @@ def export_cmd(
     command: Annotated[str | None, typer.Option(help="the command that trained it")] = None,
     temperature: TemperatureOpt = None,
     saturation: SaturationOpt = None,
+    rebalance_correction: RebalanceOpt = None,
     size: Annotated[
         int | None,
         typer.Option(help=f"the model's input side, a multiple of 16 (default: {DEFAULT_SIZE})"),
@@ -469,11 +486,16 @@ def export_cmd(
     notes: Annotated[Path | None, typer.Option(help="a markdown file added to the card")] = None,
 ) -> None:
     """DEST gets the weights colorizing needs (no training state) and a MODEL_CARD.md saying
-    how the model was trained and how it scored; --temperature / --saturation / --size become
-    the model's own settings."""
+    how the model was trained and how it scored; --temperature / --saturation /
+    --rebalance-correction / --size become the model's own settings."""
     from pipeline.export import export_model
 
-    inference = {"temperature": temperature, "saturation": saturation, "size": size}
+    inference = {
+        "temperature": temperature,
+        "saturation": saturation,
+        "rebalance_correction": rebalance_correction,
+        "size": size,
+    }
     inference = {k: v for k, v in inference.items() if v is not None}
     text = notes.read_text() if notes else None
     typer.echo(export_model(src, dest, eval_dir, command, inference, text))

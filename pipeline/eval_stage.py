@@ -88,6 +88,7 @@ class EvalConfig:
     models: list[str] = field(default_factory=lambda: [DEFAULT_MODEL])
     temperature: float | None = None  # None: each model's own setting
     saturation: float | None = None  # None: each model's own setting
+    rebalance_correction: float | None = None  # None: each model's own setting
     size: int | None = None  # the models' input side; None: each model's own setting
     batch_size: int = 8
     limit: int | None = None
@@ -95,16 +96,32 @@ class EvalConfig:
     images_dir: str | None = None
     storage: StorageOptions = field(default_factory=StorageOptions)
     judge: str = DEFAULT_JUDGE  # ImageNet classifier of the semantic test; "none": no judge
-    #: a settings sweep: every model at each of these temperatures x saturations (one row
+    #: a settings sweep: every model at each of these temperatures x saturations x rebalance
+    #: corrections (one row
     #: each, one forward pass per image for all); empty: the single setting above
     temperatures: list[float] = field(default_factory=list)
     saturations: list[float] = field(default_factory=list)
+    rebalance_corrections: list[float] = field(default_factory=list)
 
 
-def sweep_settings(cfg: EvalConfig, model) -> list[tuple[float, float]]:
-    """The (temperature, saturation) pairs a model is evaluated at."""
-    t, s = settings(model, cfg.temperature, cfg.saturation)
-    return [(tt, ss) for tt in (cfg.temperatures or [t]) for ss in (cfg.saturations or [s])]
+def sweep_settings(cfg: EvalConfig, model) -> list[tuple[float, float, float]]:
+    """The (temperature, saturation, rebalance correction) settings a model is evaluated at."""
+    t, s, c = settings(model, cfg.temperature, cfg.saturation, cfg.rebalance_correction)
+    return [
+        (tt, ss, cc)
+        for cc in (cfg.rebalance_corrections or [c])
+        for tt in (cfg.temperatures or [t])
+        for ss in (cfg.saturations or [s])
+    ]
+
+
+def _setting_label(name: str, setting: tuple[float, float, float], sweep: bool) -> str:
+    """A sweep row's label: the model's, with the setting when several are evaluated (the
+    rebalance correction only where it is not 0)."""
+    if not sweep:
+        return name
+    t, s, c = setting
+    return f"{name} T={t:g} s={s:g}" + (f" c={c:g}" if c else "")
 
 
 def _model_label(spec: str, path: Path, taken: set[str]) -> str:
@@ -166,11 +183,16 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         side = input_size(model, cfg.size)
         colored = colorize_images_at(model, table, greys, at, side, cfg.batch_size)
         classes = model.output_kind == "classes"  # the temperature is for class models only
-        for (t, s), images in zip(at, colored, strict=True):
-            label = name if len(at) == 1 else f"{name} T={t:g} s={s:g}"
+        for (t, s, c), images in zip(at, colored, strict=True):
+            label = _setting_label(name, (t, s, c), len(at) > 1)
             taken.add(label)
             sources[label] = str(path)
-            used[label] = {"temperature": t if classes else None, "saturation": s, "size": side}
+            used[label] = {
+                "temperature": t if classes else None,
+                "saturation": s,
+                "rebalance_correction": c if classes else None,
+                "size": side,
+            }
             seconds[label] = (time.perf_counter() - t0) / len(at)
             outputs[label] = [np.asarray(c) for c in images]
     t0 = time.perf_counter()
@@ -270,7 +292,8 @@ def _summary(rows, seconds, sources, used, n, cfg: EvalConfig, aucs, judged) -> 
         entry.update(aucs[label])
         entry.update(_semantic(mine))
         entry["seconds_per_image"] = seconds[label] / max(1, len(mine))
-        entry.update(used.get(label, {"temperature": None, "saturation": 0.0, "size": None}))
+        none = {"temperature": None, "saturation": 0.0, "rebalance_correction": None, "size": None}
+        entry.update(used.get(label, none))
         table.append(entry)
     semantic = _semantic(orig_rows)
     return {
@@ -316,14 +339,15 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"{summary['images']} images, {EVAL_SIZE}x{EVAL_SIZE} ({summary['skipped_grey']} grey "
         f"originals skipped, {summary['errors']} unreadable)",
         "",
-        "| model | T | saturation | input px | PSNR (dB) | SSIM | colourfulness | "
+        "| model | T | saturation | rebal. corr. | input px | PSNR (dB) | SSIM | colourfulness | "
         "gap to originals | AuC raw | AuC rebal. | agreement % | top-1 % | s/image |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in summary["rows"]:
         t = "" if r["temperature"] is None else f"{r['temperature']:g}"
+        c = _fmt(r.get("rebalance_correction"), "g")
         lines.append(
-            f"| {r['model']} | {t} | {r['saturation']:g} | {_fmt(r.get('size'), 'd')} | "
+            f"| {r['model']} | {t} | {r['saturation']:g} | {c} | {_fmt(r.get('size'), 'd')} | "
             f"{r['psnr']:.2f} | {r['ssim']:.4f} | "
             f"{r['colorfulness']:.2f} | {r['colorfulness_gap']:+.2f} | "
             f"{_fmt(r.get('auc_raw'), '.4f')} | {_fmt(r.get('auc_rebalanced'), '.4f')} | "
@@ -331,7 +355,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             f"{_fmt(r.get('judge_top1_accuracy'), '.1f')} | {r['seconds_per_image']:.3f} |"
         )
     lines.append(
-        f"| {ORIGINALS} | | | | | | {summary['originals_colorfulness']:.2f} | 0 | | | "
+        f"| {ORIGINALS} | | | | | | | {summary['originals_colorfulness']:.2f} | 0 | | | "
         f"{_fmt(summary.get('originals_judge_agreement'), '.1f')} | "
         f"{_fmt(summary.get('originals_judge_top1_accuracy'), '.1f')} | |"
     )

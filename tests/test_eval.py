@@ -138,20 +138,27 @@ def test_eval_cli_writes_every_row_and_a_self_contained_report(tmp_path, checkpo
 
 
 def test_settings_sweep_scores_each_setting_as_colorizing_at_it_would(tmp_path, checkpoints):
-    """--temperatures x --saturations: a row per setting from one forward pass, each the same
-    images as a plain evaluation at that setting; a lower saturation is less colourful."""
+    """--temperatures x --saturations x --rebalance-corrections: a row per setting from one
+    forward pass, each the same images as a plain evaluation at that setting; a lower
+    saturation is less colourful, and the correction changes the colours."""
     photos = [str(p) for p in sorted(require(COCO_VAL).glob("*.jpg"))[:3]]
     model = f"m={checkpoints['seg']}"
     cfg = EvalConfig(photos, str(tmp_path / "sweep"), [model], judge="none")
     cfg.temperatures, cfg.saturations = [0.3, 1.0], [0.5, 1.0]
+    cfg.rebalance_corrections = [0.0, 1.0]
     rows = {r["model"]: r for r in evaluate(cfg)["rows"]}
-    assert set(rows) == {GREY} | {f"m T={t:g} s={s:g}" for t in (0.3, 1.0) for s in (0.5, 1.0)}
-    one = EvalConfig(photos, str(tmp_path / "one"), [model], 1.0, 0.5, judge="none")
-    alone = evaluate(one)["rows"][1]
-    swept = rows["m T=1 s=0.5"]
-    assert (alone["temperature"], alone["saturation"]) == (swept["temperature"], 0.5)
-    assert alone["psnr"] == pytest.approx(swept["psnr"], abs=1e-9)
+    grid = [(t, s, c) for t in (0.3, 1.0) for s in (0.5, 1.0) for c in ("", " c=1")]
+    assert set(rows) == {GREY} | {f"m T={t:g} s={s:g}{c}" for t, s, c in grid}
+    for corrected in (False, True):
+        one = EvalConfig(photos, str(tmp_path / "one"), [model], 1.0, 0.5, judge="none")
+        one.rebalance_correction = 1.0 if corrected else None
+        alone = evaluate(one)["rows"][1]
+        swept = rows["m T=1 s=0.5" + (" c=1" if corrected else "")]
+        assert (alone["temperature"], alone["saturation"]) == (swept["temperature"], 0.5)
+        assert alone["rebalance_correction"] == swept["rebalance_correction"] == float(corrected)
+        assert alone["psnr"] == pytest.approx(swept["psnr"], abs=1e-9)
     assert rows["m T=0.3 s=0.5"]["colorfulness"] < rows["m T=0.3 s=1"]["colorfulness"]
+    assert rows["m T=0.3 s=1"]["psnr"] != pytest.approx(rows["m T=0.3 s=1 c=1"]["psnr"], abs=1e-3)
 
 
 def test_unknown_model_is_an_error_naming_the_choices(tmp_path):

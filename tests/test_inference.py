@@ -231,13 +231,40 @@ def test_saturation_and_temperature_default_to_the_models_own_settings(zhang, ph
     m = model("cls-afm", zhang)
     L, _ = rgb_to_model_input(photos)
     base = model_chroma(m, L, zhang)
-    assert settings(m) == (0.38, 1.0)
-    m.inference_defaults = {"saturation": 0.5, "temperature": 0.6}
-    assert settings(m) == (0.6, 0.5)
-    assert settings(m, temperature=0.38, saturation=1.0) == (0.38, 1.0)
+    assert settings(m) == (0.38, 1.0, 0.0)
+    m.inference_defaults = {"saturation": 0.5, "temperature": 0.6, "rebalance_correction": 0.25}
+    assert settings(m) == (0.6, 0.5, 0.25)
+    assert settings(m, temperature=0.38, saturation=1.0, rebalance_correction=0) == (0.38, 1, 0)
     own = model_chroma(m, L, zhang)
     assert torch.allclose(own, 0.5 * model_chroma(m, L, zhang, 0.6, 1.0), atol=1e-5)
-    assert torch.allclose(model_chroma(m, L, zhang, 0.38, 1.0), base, atol=1e-5)
+    assert not torch.allclose(own, 0.5 * model_chroma(m, L, zhang, 0.6, 1.0, 0.0), atol=1e-3)
+    assert torch.allclose(model_chroma(m, L, zhang, 0.38, 1.0, 0.0), base, atol=1e-5)
+
+
+def test_the_rebalance_correction_takes_the_class_weights_back_out():
+    """A model trained with the rebalanced loss learns w * p (normalised); correction 1
+    decodes p itself, 0 decodes as trained, and between them the share of log w removed."""
+    from colorization.inference import decode_chroma
+    from colorization.shipped import DEFAULT_MODEL, resolve_model
+
+    zhang = ColorTable.load(resolve_model(DEFAULT_MODEL) / "classes.parquet")  # real weights
+    assert zhang.weights.max() / zhang.weights.min() > 10
+
+    class Head(torch.nn.Module):
+        output_kind = "classes"
+
+    rng = np.random.default_rng(0)
+    p = torch.tensor(rng.dirichlet(np.full(zhang.num_classes, 0.3), size=(2, 3, 4)))
+    p = p.permute(0, 3, 1, 2).float()  # (N, Q, H, W) posteriors
+    w = torch.tensor(zhang.weights, dtype=torch.float32).view(1, -1, 1, 1)
+    trained = {"logits": torch.log(p * w)}  # what the rebalanced loss teaches, up to a constant
+    plain = zhang.decode(torch.log(p), "annealed", 0.5)
+    as_trained = zhang.decode(torch.log(p * w), "annealed", 0.5)
+    assert torch.allclose(decode_chroma(Head(), trained, zhang, 0.5, 1.0, 1.0), plain, atol=1e-3)
+    assert torch.allclose(decode_chroma(Head(), trained, zhang, 0.5, 1.0), as_trained, atol=1e-4)
+    half = zhang.decode(torch.log(p * w.sqrt()), "annealed", 0.5)
+    assert torch.allclose(decode_chroma(Head(), trained, zhang, 0.5, 1.0, 0.5), half, atol=1e-3)
+    assert (plain - as_trained).abs().max() > 1.0  # the weights do move the colours
 
 
 @pytest.mark.parametrize("shape", [(480, 640, 256, 256), (128, 128, 480, 640), (5, 7, 256, 256)])
