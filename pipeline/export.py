@@ -17,6 +17,7 @@ from typing import Any
 
 from colorization.checkpoint import read_header, read_meta, save_inference_checkpoint
 from colorization.shipped import (
+    DEFAULT_REBALANCE_CORRECTION,
     DEFAULT_SATURATION,
     DEFAULT_SIZE,
     DEFAULT_TEMPERATURE,
@@ -94,7 +95,9 @@ def model_card(
         "mean, upsampled and joined with the input's own L at its own size",
         f"- inference settings: temperature {inf.get('temperature', DEFAULT_TEMPERATURE)}, "
         f"saturation {inf.get('saturation', DEFAULT_SATURATION)} (a factor on the predicted "
-        "ab; `--temperature` and `--saturation` override them)",
+        "ab; `--temperature` and `--saturation` override them), rebalance correction "
+        f"{inf.get('rebalance_correction', DEFAULT_REBALANCE_CORRECTION)} (the share of the "
+        "training's class rebalancing taken back before the annealed mean)",
         "",
         "## Training",
         *_data_lines(config),
@@ -139,7 +142,7 @@ def export_model(
     # no local paths of the training machine
     run_dir = Path(meta.get("config", {}).pop("_run_dir", src.parent))
     if inference:
-        meta["inference"] = dict(inference)  # the model's own temperature, saturation, size
+        meta["inference"] = dict(inference)  # the model's own settings
     (dest / "meta.json").write_text(json.dumps(meta, indent=2))
     card = model_card(
         dest, run_dir, Path(eval_dir) if eval_dir else None, command, inference, notes

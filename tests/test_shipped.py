@@ -47,16 +47,16 @@ def test_model_card_says_how_it_was_made_and_how_it_scores():
 
 def test_shipped_model_scores_what_its_card_says_on_held_out_photos(tmp_path):
     """coco-tiny val2017 (never trained on, never used to choose a setting): colourfulness at
-    least 32 (its card: 33.9) and PSNR at most 0.9 dB under the grey baseline (its card: 0.81;
-    the target is 0.5, not met yet)."""
+    least 30 (its card: 31.4; the target is 28) and PSNR at most 0.5 dB under the grey
+    baseline (its card: 0.12 under; the target is 0.5)."""
     val = require(SHARED_DATA / "coco-tiny" / "val2017")
     cfg = EvalConfig(sources=[str(val)], out=str(tmp_path), judge="none")  # no semantic test
     summary = evaluate(cfg)
     grey, mine = summary["rows"]
     assert mine["model"] == DEFAULT_MODEL and summary["images"] == 78
-    assert mine["colorfulness"] >= 32.0
-    assert mine["psnr"] >= grey["psnr"] - 0.9
-    assert mine["ssim"] > 0.89
+    assert mine["colorfulness"] >= 30.0
+    assert mine["psnr"] >= grey["psnr"] - 0.5
+    assert mine["ssim"] > 0.895
 
 
 def test_models_resolve_by_checkpoint_and_run_directory(tmp_path):
