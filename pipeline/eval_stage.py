@@ -97,8 +97,8 @@ class EvalConfig:
     storage: StorageOptions = field(default_factory=StorageOptions)
     judge: str = DEFAULT_JUDGE  # ImageNet classifier of the semantic test; "none": no judge
     #: a settings sweep: every model at each of these temperatures x saturations x rebalance
-    #: corrections (one row
-    #: each, one forward pass per image for all); empty: the single setting above
+    #: corrections (one row each, one forward pass per image for all); empty: the single
+    #: setting above
     temperatures: list[float] = field(default_factory=list)
     saturations: list[float] = field(default_factory=list)
     rebalance_corrections: list[float] = field(default_factory=list)
@@ -194,7 +194,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
                 "size": side,
             }
             seconds[label] = (time.perf_counter() - t0) / len(at)
-            outputs[label] = [np.asarray(c) for c in images]
+            outputs[label] = [np.asarray(im) for im in images]
     t0 = time.perf_counter()
     verdicts = _judge(judge, originals, outputs, labels)
     judged = None if judge is None else {**judge.info(), "seconds": time.perf_counter() - t0}

@@ -247,23 +247,23 @@ def test_the_rebalance_correction_takes_the_class_weights_back_out():
     from colorization.inference import decode_chroma
     from colorization.shipped import DEFAULT_MODEL, resolve_model
 
-    zhang = ColorTable.load(resolve_model(DEFAULT_MODEL) / "classes.parquet")  # real weights
-    assert zhang.weights.max() / zhang.weights.min() > 10
+    table = ColorTable.load(resolve_model(DEFAULT_MODEL) / "classes.parquet")  # real weights
+    assert table.weights.max() / table.weights.min() > 10
 
     class Head(torch.nn.Module):
         output_kind = "classes"
 
     rng = np.random.default_rng(0)
-    p = torch.tensor(rng.dirichlet(np.full(zhang.num_classes, 0.3), size=(2, 3, 4)))
+    p = torch.tensor(rng.dirichlet(np.full(table.num_classes, 0.3), size=(2, 3, 4)))
     p = p.permute(0, 3, 1, 2).float()  # (N, Q, H, W) posteriors
-    w = torch.tensor(zhang.weights, dtype=torch.float32).view(1, -1, 1, 1)
+    w = torch.tensor(table.weights, dtype=torch.float32).view(1, -1, 1, 1)
     trained = {"logits": torch.log(p * w)}  # what the rebalanced loss teaches, up to a constant
-    plain = zhang.decode(torch.log(p), "annealed", 0.5)
-    as_trained = zhang.decode(torch.log(p * w), "annealed", 0.5)
-    assert torch.allclose(decode_chroma(Head(), trained, zhang, 0.5, 1.0, 1.0), plain, atol=1e-3)
-    assert torch.allclose(decode_chroma(Head(), trained, zhang, 0.5, 1.0), as_trained, atol=1e-4)
-    half = zhang.decode(torch.log(p * w.sqrt()), "annealed", 0.5)
-    assert torch.allclose(decode_chroma(Head(), trained, zhang, 0.5, 1.0, 0.5), half, atol=1e-3)
+    plain = table.decode(torch.log(p), "annealed", 0.5)
+    as_trained = table.decode(torch.log(p * w), "annealed", 0.5)
+    assert torch.allclose(decode_chroma(Head(), trained, table, 0.5, 1.0, 1.0), plain, atol=1e-3)
+    assert torch.allclose(decode_chroma(Head(), trained, table, 0.5, 1.0), as_trained, atol=1e-4)
+    half = table.decode(torch.log(p * w.sqrt()), "annealed", 0.5)
+    assert torch.allclose(decode_chroma(Head(), trained, table, 0.5, 1.0, 0.5), half, atol=1e-3)
     assert (plain - as_trained).abs().max() > 1.0  # the weights do move the colours
 
 
