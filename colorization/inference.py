@@ -53,6 +53,10 @@ def input_size(model: nn.Module, size: int | None = None) -> int:
     return int(size if size is not None else own.get("size", DEFAULT_SIZE))
 
 
+#: what :func:`settings` returns, in its order (the keys results and manifests record them by)
+SETTING_NAMES = ("temperature", "saturation", "rebalance_correction")
+
+
 def settings(
     model: nn.Module,
     temperature: float | None = None,
@@ -148,6 +152,7 @@ def colorize_images(
     temperature: float | None = None,
     batch_size: int = 8,
     saturation: float | None = None,
+    rebalance_correction: float | None = None,
 ) -> list[Image.Image]:
     """Any PIL images (any sizes and modes) -> colorized images, each at its own size.
 
@@ -155,10 +160,11 @@ def colorize_images(
     :func:`lightness` (each image's full-resolution L and the ``size`` x ``size`` L the model
     sees), :func:`model_chroma` (batched, ``batch_size`` at a time) and :func:`finish` (the
     chroma upsampled to the image's full resolution, joined with its own L; alpha kept).
-    ``temperature`` (annealed mean) and ``saturation`` (a factor on the predicted chroma)
-    default to the model's own settings (:func:`settings`), ``size`` to its own input side
-    (:func:`input_size`). Deterministic for the same inputs."""
-    setting = settings(model, temperature, saturation)
+    ``temperature`` (annealed mean), ``saturation`` (a factor on the predicted chroma) and
+    ``rebalance_correction`` (:func:`decode_chroma`) default to the model's own settings
+    (:func:`settings`), ``size`` to its own input side (:func:`input_size`). Deterministic for
+    the same inputs."""
+    setting = settings(model, temperature, saturation, rebalance_correction)
     return colorize_images_at(model, table, images, [setting], size, batch_size)[0]
 
 
@@ -213,6 +219,10 @@ def colorize_image(
     size: int | None = None,
     temperature: float | None = None,
     saturation: float | None = None,
+    rebalance_correction: float | None = None,
 ) -> Image.Image:
     """One image: :func:`colorize_images` of a single image."""
-    return colorize_images(model, table, [im], size, temperature, saturation=saturation)[0]
+    return colorize_images(
+        model, table, [im], size, temperature, saturation=saturation,
+        rebalance_correction=rebalance_correction,
+    )[0]  # fmt: skip

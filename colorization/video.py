@@ -6,7 +6,7 @@ frame by frame, between a PyAV decoder and encoder (PyAV's wheels bring FFmpeg):
 1. each decoded frame -> its Lab L, all the model sees (a colour source is thus made grey
    first, as the evaluation makes its photos grey);
 2. the model's chroma for a batch of frames (:func:`~colorization.inference.model_chroma`, at
-   the model's own temperature and saturation unless given);
+   the model's own temperature, saturation and rebalance correction unless given);
 3. stabilization (:class:`Stabilizer`, ``stabilize=True``): the previous frame's output chroma
    is carried along the optical flow of the grey frames onto the current frame and blended
    with the current prediction, pixel by pixel, by how far the flow can be trusted there;
@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from colorization import flow as fl
-from colorization.inference import input_size, model_chroma
+from colorization.inference import SETTING_NAMES, input_size, model_chroma, settings
 from colorization.metrics import FlickerMeter, colorfulness
 from colorization.pixels import finish_np, lightness_np, resize
 from colorization.tables import ColorTable
@@ -394,9 +394,13 @@ class FrameColorizer:
     (``benchmarks/tune_stabilizer.py`` runs :meth:`predict` once and :meth:`finish` per
     setting of the stabilizer)."""
 
-    def __init__(self, model, table, temperature, saturation, size, stabilize, params):
+    def __init__(
+        self, model, table, temperature, saturation, size, stabilize, params,
+        rebalance_correction=None,
+    ):  # fmt: skip
         self.model, self.table, self.size = model, table, input_size(model, size)
-        self.temperature, self.saturation = temperature, saturation
+        # (temperature, saturation, rebalance correction): the given ones, else the model's own
+        self.setting = settings(model, temperature, saturation, rebalance_correction)
         self.device = next(model.parameters()).device
         self.stabilizer = Stabilizer(params) if stabilize else None
         self.cuts = ShotCuts(params)
@@ -407,9 +411,7 @@ class FrameColorizer:
         size)]: the model's part, which does not depend on earlier frames."""
         Ls, smalls = zip(*(lightness_np(rgb, self.size) for rgb in rgbs), strict=True)
         L_batch = torch.from_numpy(np.stack(smalls)[:, None]).to(self.device)
-        chromas = model_chroma(
-            self.model, L_batch, self.table, self.temperature, self.saturation
-        ).cpu()
+        chromas = model_chroma(self.model, L_batch, self.table, *self.setting).cpu()
         return list(zip(Ls, chromas.float().numpy(), strict=True))
 
     def finish(self, L: np.ndarray, chroma: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -435,6 +437,7 @@ def colorize_video(
     *,
     temperature: float | None = None,
     saturation: float | None = None,
+    rebalance_correction: float | None = None,
     stabilize: bool = True,
     codec: str = DEFAULT_CODEC,
     crf: int = CRF,
@@ -456,7 +459,9 @@ def colorize_video(
     the whole path); ``progress``: called after every batch. Raises :class:`VideoError` (and
     leaves no output) for a video that cannot be read or written."""
     src, dest = Path(src), Path(dest)
-    colorizer = FrameColorizer(model, table, temperature, saturation, size, stabilize, params)
+    colorizer = FrameColorizer(
+        model, table, temperature, saturation, size, stabilize, params, rebalance_correction
+    )
     tmp = dest.with_name(f".{dest.stem}.partial{dest.suffix}")
     start = time.perf_counter()
     try:
@@ -492,8 +497,8 @@ def colorize_video(
         stabilized=stabilize,
         codec=codec,
         audio_streams=n_audio,
-        settings={"temperature": temperature, "saturation": saturation, "size": colorizer.size}
-        | {"pix_fmt": pix_fmt}
+        settings=dict(zip(SETTING_NAMES, colorizer.setting, strict=True))
+        | {"size": colorizer.size, "pix_fmt": pix_fmt}
         | ({"crf": crf} if codec in CRF_CODECS else {})
         | (asdict(params) if stabilize else {}),
         **stats,
@@ -656,6 +661,7 @@ def colorize_segment(
     *,
     temperature: float | None = None,
     saturation: float | None = None,
+    rebalance_correction: float | None = None,
     stabilize: bool = True,
     codec: str = DEFAULT_CODEC,
     crf: int = CRF,
@@ -672,7 +678,9 @@ def colorize_segment(
     (and leaves no ``dest``) when the segment's frames do not all decode."""
     dest = Path(dest)
     tmp = dest.with_name(f".{dest.stem}.partial.mp4")
-    colorizer = FrameColorizer(model, table, temperature, saturation, size, stabilize, params)
+    colorizer = FrameColorizer(
+        model, table, temperature, saturation, size, stabilize, params, rebalance_correction
+    )
     first, start = info.pts[segment.start - segment.warmup], info.pts[segment.start]
     stop = info.pts[segment.end] if segment.end < info.frames else None
     t0 = time.perf_counter()
@@ -698,8 +706,9 @@ def colorize_segment(
             if got.first_pts == first or not seek:
                 break
             colorizer = FrameColorizer(
-                model, table, temperature, saturation, size, stabilize, params
-            )
+                model, table, temperature, saturation, size, stabilize, params,
+                rebalance_correction,
+            )  # fmt: skip
         if got.frames != want or got.first_pts != first:
             raise VideoError(
                 f"broken or truncated: frames {segment.start}-{segment.end - 1}: "

@@ -79,6 +79,7 @@ class VideoWorker:
             result = colorize_segment(
                 seekable(source_uri, cfg.storage), local, info, segment, self.model, self.table,
                 temperature=cfg.temperature, saturation=cfg.saturation,
+                rebalance_correction=cfg.rebalance_correction,
                 stabilize=cfg.video_stabilize, codec=cfg.video_codec, crf=cfg.video_crf,
                 pix_fmt=cfg.video_pix_fmt,
                 size=cfg.size,

@@ -154,6 +154,7 @@ class Colorizer:
                     self.table,
                     self.cfg.temperature,
                     self.cfg.saturation,
+                    self.cfg.rebalance_correction,
                 )
                 chroma[ok] = pred.float().cpu().numpy()
             except Exception as e:  # noqa: BLE001 - e.g. out of GPU memory: the rows say so

@@ -215,6 +215,7 @@ def image_cmd(
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("colorized"),
     temperature: TemperatureOpt = None,
     saturation: SaturationOpt = None,
+    rebalance_correction: RebalanceOpt = None,
     size: Annotated[
         int | None,
         typer.Option(help="model input side, a multiple of 16 (default: the model's own)"),
@@ -222,7 +223,7 @@ def image_cmd(
 ) -> None:
     """Each output is a PNG of the input's size, in OUT under the input's name."""
     from colorization.imageio import DecodeError, decode_image
-    from colorization.inference import colorize_images
+    from colorization.inference import colorize_image
     from colorization.shipped import load
 
     net, table, _ = load(model)
@@ -236,7 +237,9 @@ def image_cmd(
             failed += 1
             continue
         dest = out / f"{path.stem}.png"
-        colorize_images(net, table, [im], size, temperature, saturation=saturation)[0].save(dest)
+        colorize_image(net, table, im, size, temperature, saturation, rebalance_correction).save(
+            dest
+        )
         typer.echo(f"{path} -> {dest}")
     if failed:
         raise typer.Exit(1)
@@ -249,6 +252,7 @@ def video_cmd(
     model: ModelOpt = DEFAULT_MODEL,
     temperature: TemperatureOpt = None,
     saturation: SaturationOpt = None,
+    rebalance_correction: RebalanceOpt = None,
     stabilize: Annotated[
         bool,
         typer.Option(
@@ -281,7 +285,7 @@ def video_cmd(
         try:
             result = colorize_video(
                 path, dest, net, table, temperature=temperature, saturation=saturation,
-                stabilize=stabilize, codec=codec, crf=crf, pix_fmt=pix_fmt,
+                rebalance_correction=rebalance_correction, stabilize=stabilize, codec=codec, crf=crf, pix_fmt=pix_fmt,
                 progress=_progress_line(path.name),
             )  # fmt: skip
         except VideoError as e:
@@ -372,6 +376,7 @@ def run_cmd(
     quality: int = _RUN["quality"],
     temperature: TemperatureOpt = None,
     saturation: SaturationOpt = None,
+    rebalance_correction: RebalanceOpt = None,
     batch_size: int = _RUN["batch_size"],
     workers: Annotated[int, typer.Option(help="model actors")] = _RUN["workers"],
     gpus_per_worker: float = _RUN["gpus_per_worker"],
@@ -439,6 +444,7 @@ def run_cmd(
         quality=quality,
         temperature=temperature,
         saturation=saturation,
+        rebalance_correction=rebalance_correction,
         batch_size=batch_size,
         workers=workers,
         gpus_per_worker=gpus_per_worker,

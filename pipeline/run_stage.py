@@ -63,6 +63,7 @@ class RunConfig:
     quality: int = 90
     temperature: float | None = None  # None: the model's own setting
     saturation: float | None = None  # None: the model's own setting
+    rebalance_correction: float | None = None  # None: the model's own setting
     size: int | None = None  # the model's input side; None: the model's own (then saved)
     batch_size: int = 8  # images per model call
     task_batch_size: int = 32  # images per decode and finish task (fewer tasks: less overhead)

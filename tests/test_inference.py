@@ -212,6 +212,8 @@ def test_colorize_image_cli(tmp_path, zhang):
     from typer.testing import CliRunner
 
     from colorization.checkpoint import save_checkpoint
+    from colorization.inference import colorize_image
+    from colorization.shipped import load
     from pipeline.cli import app
 
     ckpt = save_checkpoint(tmp_path / "ckpt", model("cls-afm", zhang), zhang)
@@ -223,6 +225,18 @@ def test_colorize_image_cli(tmp_path, zhang):
     assert res.exit_code == 1  # one input failed and said so; the other was written
     out = Image.open(tmp_path / "o" / f"{src.stem}.png")
     assert out.size == Image.open(src).size and out.mode == "RGB"
+    # --rebalance-correction reaches the decoding: the pixels of colorize_image at that setting
+    net, table, _ = load(ckpt)
+    im = Image.open(src)
+    for c in ("0", "1"):
+        args[-1] = str(tmp_path / f"c{c}")
+        res = CliRunner().invoke(app, [*args, "--size", "64", "--rebalance-correction", c])
+        assert res.exit_code == 1, res.output
+    got = {c: np.asarray(Image.open(tmp_path / f"c{c}" / f"{src.stem}.png")) for c in "01"}
+    for c in "01":
+        want = colorize_image(net, table, im, size=64, rebalance_correction=float(c))
+        assert np.array_equal(got[c], np.asarray(want)), c
+    assert not np.array_equal(got["0"], got["1"])
 
 
 def test_saturation_and_temperature_default_to_the_models_own_settings(zhang, photos):

@@ -164,8 +164,8 @@ def test_outputs_are_the_inference_paths_even_beside_failed_rows(ray_local, tmp_
 
 def test_two_jobs_in_one_process_each_run_as_if_alone(ray_local, tmp_path):
     """Two archive jobs with different settings, one after the other in the caller's Ray: each
-    gives its own settings' pixels (PNG at saturation 0.3, JPEG at 1.5 against the inference
-    path at each), its own manifest, and the caller's Ray Data context is the same object with
+    gives its own settings' pixels (PNG at saturation 0.3 and rebalance correction 1, JPEG at
+    1.5 and the model's own correction, against the inference path at each), its own manifest, and the caller's Ray Data context is the same object with
     the same settings after each."""
     from ray.data import DataContext
 
@@ -179,7 +179,13 @@ def test_two_jobs_in_one_process_each_run_as_if_alone(ray_local, tmp_path):
     ctx = DataContext.get_current()
     before = (ctx.enable_progress_bars, repr(ctx.execution_options.resource_limits))
     jobs = {
-        "png": RunConfig(src=str(grey), dst=str(tmp_path / "a"), format="png", saturation=0.3),
+        "png": RunConfig(
+            src=str(grey),
+            dst=str(tmp_path / "a"),
+            format="png",
+            saturation=0.3,
+            rebalance_correction=1.0,
+        ),  # fmt: skip
         "jpeg": RunConfig(
             src=str(grey), dst=str(tmp_path / "b"), saturation=1.5, quality=95, in_flight_mb=0
         ),
@@ -193,7 +199,16 @@ def test_two_jobs_in_one_process_each_run_as_if_alone(ray_local, tmp_path):
 
     model, table, _ = load(jobs["png"].model)
     images = [Image.open(grey / n) for n in names]
-    want = {s: colorize_images(model, table, images, saturation=s) for s in (0.3, 1.5)}
+    want = {
+        cfg.saturation: colorize_images(
+            model,
+            table,
+            images,
+            saturation=cfg.saturation,
+            rebalance_correction=cfg.rebalance_correction,
+        )  # fmt: skip
+        for cfg in jobs.values()
+    }
     for fmt, cfg in jobs.items():
         rows = manifest(cfg.dst)
         assert sorted(Path(r["source_uri"]).name for r in rows) == names

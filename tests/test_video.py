@@ -55,8 +55,11 @@ def realshort_runs(model, tmp_path_factory):
 
 
 # --- the file: what is kept ----------------------------------------------------------------------
-def test_real_clip_keeps_size_times_duration_and_sound(realshort_runs):
+def test_real_clip_keeps_size_times_duration_and_sound(realshort_runs, model):
     src, runs, seen = realshort_runs
+    own = model[0].inference_defaults  # the settings it ran at are the model's own, recorded
+    for run in runs.values():
+        assert {k: run.settings[k] for k in own} == own
     want = probe(src)
     for result in runs.values():
         got = probe(Path(result.output))
@@ -233,12 +236,11 @@ def test_colorize_video_command(tmp_path):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"nothing")
     out = tmp_path / "out"
-    res = CliRunner().invoke(
-        app, ["video", str(src), str(bad), "--out", str(out), "--no-stabilize", "--crf", "0"]
-    )
+    args = ["video", str(src), str(bad), "--out", str(out), "--no-stabilize", "--crf", "0"]
+    res = CliRunner().invoke(app, [*args, "--rebalance-correction", "1"])
     assert res.exit_code == 1, res.output
     assert '"frames": 3' in res.output and '"stabilized": false' in res.output
-    assert '"crf": 0' in res.output
+    assert '"crf": 0' in res.output and '"rebalance_correction": 1.0' in res.output
     assert "error:" in res.output and "bad.mp4" in res.output
     assert sorted(p.name for p in out.iterdir()) == ["clip.mp4"]
 
