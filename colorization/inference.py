@@ -223,6 +223,11 @@ def colorize_image(
 ) -> Image.Image:
     """One image: :func:`colorize_images` of a single image."""
     return colorize_images(
-        model, table, [im], size, temperature, saturation=saturation,
+        model,
+        table,
+        [im],
+        size,
+        temperature,
+        saturation=saturation,
         rebalance_correction=rebalance_correction,
-    )[0]  # fmt: skip
+    )[0]

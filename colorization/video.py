@@ -395,9 +395,16 @@ class FrameColorizer:
     setting of the stabilizer)."""
 
     def __init__(
-        self, model, table, temperature, saturation, size, stabilize, params,
+        self,
+        model,
+        table,
+        temperature,
+        saturation,
+        size,
+        stabilize,
+        params,
         rebalance_correction=None,
-    ):  # fmt: skip
+    ):
         self.model, self.table, self.size = model, table, input_size(model, size)
         # (temperature, saturation, rebalance correction): the given ones, else the model's own
         self.setting = settings(model, temperature, saturation, rebalance_correction)
@@ -706,9 +713,8 @@ def colorize_segment(
             if got.first_pts == first or not seek:
                 break
             colorizer = FrameColorizer(
-                model, table, temperature, saturation, size, stabilize, params,
-                rebalance_correction,
-            )  # fmt: skip
+                model, table, temperature, saturation, size, stabilize, params, rebalance_correction
+            )
         if got.frames != want or got.first_pts != first:
             raise VideoError(
                 f"broken or truncated: frames {segment.start}-{segment.end - 1}: "

@@ -237,9 +237,10 @@ def image_cmd(
             failed += 1
             continue
         dest = out / f"{path.stem}.png"
-        colorize_image(net, table, im, size, temperature, saturation, rebalance_correction).save(
-            dest
+        colored = colorize_image(
+            net, table, im, size, temperature, saturation, rebalance_correction
         )
+        colored.save(dest)
         typer.echo(f"{path} -> {dest}")
     if failed:
         raise typer.Exit(1)
@@ -285,8 +286,8 @@ def video_cmd(
         try:
             result = colorize_video(
                 path, dest, net, table, temperature=temperature, saturation=saturation,
-                rebalance_correction=rebalance_correction, stabilize=stabilize, codec=codec, crf=crf, pix_fmt=pix_fmt,
-                progress=_progress_line(path.name),
+                rebalance_correction=rebalance_correction, stabilize=stabilize, codec=codec,
+                crf=crf, pix_fmt=pix_fmt, progress=_progress_line(path.name),
             )  # fmt: skip
         except VideoError as e:
             typer.echo(f"\nerror: {e}", err=True)

@@ -165,8 +165,9 @@ def test_outputs_are_the_inference_paths_even_beside_failed_rows(ray_local, tmp_
 def test_two_jobs_in_one_process_each_run_as_if_alone(ray_local, tmp_path):
     """Two archive jobs with different settings, one after the other in the caller's Ray: each
     gives its own settings' pixels (PNG at saturation 0.3 and rebalance correction 1, JPEG at
-    1.5 and the model's own correction, against the inference path at each), its own manifest, and the caller's Ray Data context is the same object with
-    the same settings after each."""
+    1.5 and the model's own correction, against the inference path at each), its own
+    manifest, and the caller's Ray Data context is the same object with the same settings
+    after each."""
     from ray.data import DataContext
 
     from colorization.inference import colorize_images
@@ -185,7 +186,7 @@ def test_two_jobs_in_one_process_each_run_as_if_alone(ray_local, tmp_path):
             format="png",
             saturation=0.3,
             rebalance_correction=1.0,
-        ),  # fmt: skip
+        ),
         "jpeg": RunConfig(
             src=str(grey), dst=str(tmp_path / "b"), saturation=1.5, quality=95, in_flight_mb=0
         ),
@@ -206,7 +207,7 @@ def test_two_jobs_in_one_process_each_run_as_if_alone(ray_local, tmp_path):
             images,
             saturation=cfg.saturation,
             rebalance_correction=cfg.rebalance_correction,
-        )  # fmt: skip
+        )
         for cfg in jobs.values()
     }
     for fmt, cfg in jobs.items():
